@@ -1,0 +1,42 @@
+"""Alembic environment: one schema for SQLite and PostgreSQL, from referral_engine.models."""
+
+from __future__ import annotations
+
+from sqlmodel import SQLModel
+
+from alembic import context
+from referral_engine import models  # noqa: F401  (registers the tables)
+from referral_engine.db import make_engine, normalise_url
+from referral_engine.settings import get_settings
+
+config = context.config
+target_metadata = SQLModel.metadata
+
+
+def url() -> str:
+    return normalise_url(config.get_main_option("sqlalchemy.url") or get_settings().database_url)
+
+
+def run_offline() -> None:
+    context.configure(url=url(), target_metadata=target_metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online() -> None:
+    engine = make_engine(url())
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

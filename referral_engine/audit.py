@@ -1,0 +1,352 @@
+"""The audit log: append-only rows, a hash chain over them, keyed checkpoints.
+
+Writers only insert (an `audit_event` row and an `audit_pending` marker); they never
+touch the chain head, so audited reads do not queue behind one lock. The sequencer
+(`link_pending`) takes pending rows in the order it finds them and links each into
+`audit_chain`: hash = SHA-256(previous hash || the row's canonical JSON bytes), the bytes
+stored exactly as hashed. On SQLite it runs inside each writing transaction (there is one
+writer anyway); on PostgreSQL a background task of `serve` runs it every second, one
+sequencer at a time by an advisory lock. Every N links, and whenever `audit verify` seals,
+an HMAC over (seq, head hash) keyed with REFERRAL_ENGINE_AUDIT_KEY - never stored in the
+database - is written, so a chain rewritten from scratch does not verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+from .access import Actor
+from .models import AuditChain, AuditCheckpoint, AuditEvent, AuditPending
+from .types import utcnow
+
+GENESIS = bytes(32)
+SEQUENCER_LOCK_ID = 0x5EF_A0D17  # pg advisory lock key: one sequencer at a time
+BATCH = 5000
+
+_event = AuditEvent.__table__
+_pending = AuditPending.__table__
+_chain = AuditChain.__table__
+_checkpoint = AuditCheckpoint.__table__
+
+
+def canonical(obj: Any) -> bytes:
+    """The one serialisation that is hashed and stored."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    ).encode()
+
+
+def link_hash(prev: bytes, body: bytes) -> bytes:
+    return hashlib.sha256(prev + body).digest()
+
+
+def checkpoint_mac(key: bytes, seq: int, head: bytes) -> bytes:
+    return hmac.new(key, f"{seq}:".encode() + head, hashlib.sha256).digest()
+
+
+class AuditLog:
+    """Writes audit rows. On SQLite each row is linked as it is written (the transaction
+    already holds the only write lock); on PostgreSQL it is queued for the sequencer."""
+
+    def __init__(self, key: bytes, checkpoint_every: int, *, link_inline: bool):
+        self.key = key
+        self.checkpoint_every = checkpoint_every
+        self.link_inline = link_inline
+
+    def record(
+        self,
+        session: Session | Connection,
+        actor: Actor,
+        action: str,
+        *,
+        outcome: str = "allowed",
+        target: str | None = None,
+        summary: dict[str, Any] | None = None,
+        case_id: int | None = None,
+        person_id: int | None = None,
+        at: datetime | None = None,
+    ) -> int:
+        """Append one audited access decision. `action` is `source:subject:action`."""
+        at = at or utcnow()
+        body = canonical(
+            {
+                "uuid": uuid.uuid4().hex,
+                "at": at.isoformat(),
+                "actor": actor.describe(),
+                "request_id": actor.request_id,
+                "action": action,
+                "target": target,
+                "outcome": outcome,
+                "case_id": case_id,
+                "person_id": person_id,
+                "summary": summary or {},
+            }
+        )
+        conn = session.connection() if isinstance(session, Session) else session
+        audit_id = conn.execute(
+            _event.insert().returning(_event.c.id),
+            {
+                "at": at,
+                "actor_id": actor.user_id,
+                "action": action,
+                "outcome": outcome,
+                "case_id": case_id,
+                "person_id": person_id,
+                "body": body,
+            },
+        ).scalar_one()
+        if self.link_inline:
+            seq, head = _head(conn)
+            self._append(conn, [(audit_id, body)], seq, head)
+        else:
+            conn.execute(_pending.insert(), {"audit_id": audit_id})
+        return audit_id
+
+    def _append(
+        self, conn: Connection, rows: list[tuple[int, bytes]], seq: int, head: bytes
+    ) -> tuple[int, bytes]:
+        links, checkpoints = [], []
+        for audit_id, body in rows:
+            seq += 1
+            prev, head = head, link_hash(head, body)
+            links.append({"seq": seq, "audit_id": audit_id, "prev_hash": prev, "hash": head})
+            if seq % self.checkpoint_every == 0:
+                checkpoints.append(_checkpoint_row(self.key, seq, head))
+        conn.execute(_chain.insert(), links)
+        if checkpoints:
+            conn.execute(_checkpoint.insert(), checkpoints)
+        return seq, head
+
+    def link_pending(self, conn: Connection, *, seal: bool = False) -> int:
+        """Link every pending row into the chain; returns how many were linked.
+
+        The caller owns the transaction and, on PostgreSQL, the sequencer lock (see
+        `run_sequencer`), so two sequencers never extend the head at once.
+        """
+        linked = 0
+        seq, head = _head(conn)
+        while True:
+            query = sa.select(_pending.c.audit_id).order_by(_pending.c.audit_id).limit(BATCH)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = [r[0] for r in conn.execute(query)]
+            if not ids:
+                break
+            bodies = dict(
+                conn.execute(
+                    sa.select(_event.c.id, _event.c.body).where(_event.c.id.in_(ids))
+                ).all()
+            )
+            seq, head = self._append(conn, [(i, bytes(bodies[i])) for i in ids], seq, head)
+            conn.execute(_pending.delete().where(_pending.c.audit_id.in_(ids)))
+            linked += len(ids)
+            if len(ids) < BATCH:
+                break
+        if seal and seq:
+            done = conn.execute(
+                sa.select(_checkpoint.c.seq).where(_checkpoint.c.seq == seq)
+            ).first()
+            if not done:
+                conn.execute(_checkpoint.insert(), [_checkpoint_row(self.key, seq, head)])
+        return linked
+
+    def run_sequencer(self, engine: sa.Engine, *, seal: bool = False) -> int | None:
+        """One sequencer pass in its own transaction; None if another sequencer is busy."""
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                got = conn.execute(
+                    sa.text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": SEQUENCER_LOCK_ID}
+                ).scalar_one()
+                if not got:
+                    return None
+            return self.link_pending(conn, seal=seal)
+
+    def seal(self, engine: sa.Engine) -> int:
+        """Link everything pending and checkpoint the head (waits for a busy sequencer)."""
+        while True:
+            linked = self.run_sequencer(engine, seal=True)
+            if linked is not None:
+                return linked
+            time.sleep(0.05)
+
+
+def _head(conn: Connection) -> tuple[int, bytes]:
+    row = conn.execute(
+        sa.select(_chain.c.seq, _chain.c.hash).order_by(_chain.c.seq.desc()).limit(1)
+    ).first()
+    return (row.seq, bytes(row.hash)) if row else (0, GENESIS)
+
+
+def _checkpoint_row(key: bytes, seq: int, head: bytes) -> dict[str, Any]:
+    return {"seq": seq, "hash": head, "mac": checkpoint_mac(key, seq, head), "at": utcnow()}
+
+
+# --- verification ----------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    ok: bool
+    rows: int = 0
+    checkpoints: int = 0
+    pending: int = 0
+    first_broken_seq: int | None = None
+    first_broken_audit_id: int | None = None
+    reason: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "rows": self.rows,
+            "checkpoints": self.checkpoints,
+            "pending": self.pending,
+            "first_broken_seq": self.first_broken_seq,
+            "first_broken_audit_id": self.first_broken_audit_id,
+            "reason": self.reason,
+        }
+
+
+def _broken(v: Verification, seq: int | None, audit_id: int | None, reason: str) -> Verification:
+    v.ok = False
+    v.first_broken_seq, v.first_broken_audit_id, v.reason = seq, audit_id, reason
+    return v
+
+
+def verify(
+    engine: sa.Engine,
+    key: bytes,
+    *,
+    deep: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Verification:
+    """Walk the whole chain; name the first broken row, then check every checkpoint.
+
+    `deep` also re-reads each row's JSON and checks that its searchable columns (time,
+    actor, action, outcome, case, person) say what the hashed bytes say.
+    """
+    v = Verification(ok=True)
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        total_events = conn.execute(sa.select(sa.func.count()).select_from(_event)).scalar_one()
+        v.pending = conn.execute(sa.select(sa.func.count()).select_from(_pending)).scalar_one()
+        checkpoints = {
+            r.seq: (bytes(r.hash), bytes(r.mac))
+            for r in conn.execute(
+                sa.select(_checkpoint.c.seq, _checkpoint.c.hash, _checkpoint.c.mac)
+            )
+        }
+        v.checkpoints = len(checkpoints)
+        result = _walk_chain(conn, key, checkpoints, deep, v, progress)
+        if not result.ok:
+            return result
+        if v.rows + v.pending != total_events:
+            return _broken(
+                v, None, None,
+                f"{total_events} audit rows but {v.rows} linked and {v.pending} pending: "
+                "rows were added or removed outside the log",
+            )  # fmt: skip
+    return v
+
+
+def _walk_chain(
+    conn: Connection,
+    key: bytes,
+    checkpoints: dict[int, tuple[bytes, bytes]],
+    deep: bool,
+    v: Verification,
+    progress: Callable[[int], None] | None,
+) -> Verification:
+    columns = [_chain.c.seq, _chain.c.audit_id, _chain.c.prev_hash, _chain.c.hash, _event.c.body]
+    if deep:
+        columns += [_event.c.at, _event.c.actor_id, _event.c.action, _event.c.outcome,
+                    _event.c.case_id, _event.c.person_id]  # fmt: skip
+    query = (
+        sa.select(*columns)
+        .select_from(_chain.outerjoin(_event, _event.c.id == _chain.c.audit_id))
+        .order_by(_chain.c.seq)
+    )
+    expected_seq, head = 0, GENESIS
+    sha = hashlib.sha256
+    rows = conn.execution_options(stream_results=True, yield_per=20_000).execute(query)
+    for part in rows.partitions():
+        for row in part:
+            seq, audit_id, prev, stored, body = row[0], row[1], row[2], row[3], row[4]
+            expected_seq += 1
+            if seq != expected_seq:
+                return _broken(v, expected_seq, None, f"chain link {expected_seq} is missing")
+            if body is None:
+                return _broken(v, seq, audit_id, f"audit row {audit_id} is missing")
+            if bytes(prev) != head:
+                return _broken(v, seq, audit_id, "the link does not follow the previous one")
+            head = sha(head + bytes(body)).digest()
+            if head != bytes(stored):
+                return _broken(v, seq, audit_id, f"audit row {audit_id} was altered")
+            if deep and (reason := _columns_disagree(row)):
+                return _broken(v, seq, audit_id, f"audit row {audit_id}: {reason}")
+            if seq in checkpoints:
+                cp_hash, cp_mac = checkpoints[seq]
+                if not hmac.compare_digest(cp_mac, checkpoint_mac(key, seq, cp_hash)):
+                    return _broken(v, seq, audit_id, f"checkpoint at {seq} is not genuine")
+                if cp_hash != head:
+                    return _broken(
+                        v, seq, audit_id, f"the chain was rewritten: checkpoint {seq} disagrees"
+                    )
+        v.rows = expected_seq
+        if progress:
+            progress(expected_seq)
+    v.rows = expected_seq
+    beyond = [s for s in checkpoints if s > expected_seq]
+    if beyond:
+        return _broken(v, min(beyond), None, f"checkpoint {min(beyond)} is past the chain's end")
+    return v
+
+
+def _columns_disagree(row: Any) -> str | None:
+    doc = json.loads(bytes(row.body))
+    at = doc.get("at")
+    checks = {
+        "at": (row.at.isoformat() if row.at else None, at),
+        "actor_id": (row.actor_id, (doc.get("actor") or {}).get("id")),
+        "action": (row.action, doc.get("action")),
+        "outcome": (row.outcome, doc.get("outcome")),
+        "case_id": (row.case_id, doc.get("case_id")),
+        "person_id": (row.person_id, doc.get("person_id")),
+    }
+    for name, (column, hashed) in checks.items():
+        if column != hashed:
+            return f"column {name} says {column!r} but the hashed record says {hashed!r}"
+    return None
+
+
+def rows_for(
+    conn: Connection | Session, where: sa.ColumnElement[bool], limit: int, offset: int = 0
+) -> Iterator[dict[str, Any]]:
+    """Audit rows as recorded (the hashed JSON), with their place in the chain."""
+    query = (
+        sa.select(_event.c.id, _event.c.body, _chain.c.seq, _chain.c.hash)
+        .select_from(_event.outerjoin(_chain, _chain.c.audit_id == _event.c.id))
+        .where(where)
+        .order_by(_event.c.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    for row in conn.execute(query):
+        doc = json.loads(bytes(row.body))
+        doc["id"] = row.id
+        doc["seq"] = row.seq
+        doc["hash"] = bytes(row.hash).hex() if row.hash is not None else None
+        yield doc

@@ -1,0 +1,380 @@
+"""Reading cases: one case, its history, the queue, a person's cases.
+
+Every read is audited in the transaction that reads, and every list, count and person
+view goes through `Access.visible_cases`, so a case the caller may not see is absent
+(not merely hidden) and asking for it by id is a 404, exactly like a case that does not exist.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from dateutil.relativedelta import relativedelta
+from sqlmodel import Session
+
+from .access import Access, Actor
+from .audit import AuditLog
+from .clock import Clock
+from .db import Database
+from .engine import Engine
+from .errors import DomainError, FieldError, Forbidden, InvalidData, NotFound
+from .models import Case, CaseHistory, Deadline, Person, Referral
+from .policies import Policy
+
+MAX_PAGE = 200
+
+
+class Cases:
+    def __init__(
+        self,
+        db: Database,
+        engine: Engine,
+        access: Access,
+        policy: Policy,
+        clock: Clock,
+        audit: AuditLog,
+    ):
+        self.db, self.engine, self.access = db, engine, access
+        self.policy, self.clock, self.audit = policy, clock, audit
+
+    def _audited(self, actor: Actor, action: str, target: str, fn, **ids):
+        """Run a read in a transaction that also audits it; audit refusals too."""
+        try:
+            with self.db.transaction() as s:
+                return fn(s)
+        except DomainError as exc:
+            self.engine.refused(actor, action, exc, target=target, **ids)
+            raise
+
+    # --- one case ------------------------------------------------------------------------
+
+    def _visible(self, s: Session, actor: Actor, case_id: int) -> Case:
+        case = s.get(Case, case_id)
+        if case is None or not self.access.can_see(actor, case):
+            raise NotFound(f"case {case_id} not found")
+        return case
+
+    def view(self, actor: Actor, case_id: int) -> dict[str, Any]:
+        action = f"{actor.source}:case:view"
+
+        def read(s: Session) -> dict[str, Any]:
+            case = self._visible(s, actor, case_id)
+            self.audit.record(
+                s, actor, action, target=f"case:{case_id}", case_id=case_id,
+                person_id=case.person_id, summary={"version": case.version},
+            )  # fmt: skip
+            return self.describe(s, actor, case)
+
+        return self._audited(actor, action, f"case:{case_id}", read, case_id=case_id)
+
+    def describe(self, s: Session, actor: Actor, case: Case) -> dict[str, Any]:
+        wf = self.engine.workflow_for(s, case.workflow_version)
+        now = self.clock.now()
+        referral = s.get(Referral, case.referral_id) if case.referral_id else None
+        person = s.get(Person, case.person_id) if case.person_id else None
+        deadlines = s.execute(
+            sa.select(Deadline).where(Deadline.case_id == case.id).order_by(Deadline.due_at)
+        ).scalars()
+        events = self.engine.available_events(s, actor, case)
+        return {
+            "id": case.id,
+            "pathway": case.pathway,
+            "pathway_label": wf.definition.label,
+            "state": case.state,
+            "state_label": wf.definition.states[case.state].label,
+            "version": case.version,
+            "workflow_version": case.workflow_version,
+            "rag": case.rag,
+            "due_at": _iso(case.due_at),
+            "overdue": bool(case.due_at and not case.closed and case.due_at < now),
+            "closed": case.closed,
+            "opened_at": _iso(case.opened_at),
+            "updated_at": _iso(case.updated_at),
+            "closed_at": _iso(case.closed_at),
+            "person_id": case.person_id,
+            "person": _person(person),
+            "referral": _referral(referral),
+            "attributes": case.attributes,
+            "assigned_to_id": case.assigned_to_id,
+            "allocated_to_id": case.allocated_to_id,
+            "deadlines": [
+                {
+                    "name": d.name,
+                    "label": d.label,
+                    "due_at": _iso(d.due_at),
+                    "status": d.status,
+                    "overdue": d.status in ("open", "breached") and d.due_at < now,
+                    "met_at": _iso(d.met_at),
+                    "breached_at": _iso(d.breached_at),
+                    "late_reason": d.late_reason,
+                }
+                for d in deadlines
+            ],
+            "linked_cases": self._links(s, actor, case),
+            "available_events": [
+                {
+                    "event": e,
+                    "label": wf.definition.events[e].label,
+                    "data": wf.schemas[e].describe(),
+                }
+                for e in events
+            ],
+        }
+
+    def _links(self, s: Session, actor: Actor, case: Case) -> list[dict[str, Any]]:
+        """Parent and onward cases. One the caller may not see shows only that it exists."""
+        rows = s.execute(
+            sa.select(Case)
+            .where(sa.or_(Case.parent_case_id == case.id, Case.id == (case.parent_case_id or -1)))
+            .order_by(Case.id)
+        ).scalars()
+        out = []
+        for link in rows:
+            relation = "parent" if link.id == case.parent_case_id else "onward"
+            if self.access.can_see(actor, link):
+                out.append({"relation": relation, "id": link.id, "pathway": link.pathway,
+                            "state": link.state, "visible": True})  # fmt: skip
+            else:
+                out.append({"relation": relation, "pathway": link.pathway, "visible": False})
+        return out
+
+    # --- history -------------------------------------------------------------------------
+
+    def history(self, actor: Actor, case_id: int) -> list[dict[str, Any]]:
+        action = f"{actor.source}:case:history"
+
+        def read(s: Session) -> list[dict[str, Any]]:
+            case = self._visible(s, actor, case_id)
+            if not self.access.can(actor, f"{case.pathway}:history:view", case):
+                raise Forbidden("you may not read this case's history")
+            rows = s.execute(
+                sa.select(CaseHistory)
+                .where(CaseHistory.case_id == case_id)
+                .order_by(CaseHistory.version)
+            ).scalars()
+            out = [
+                {
+                    "version": h.version,
+                    "event": h.event,
+                    "from_state": h.from_state,
+                    "to_state": h.to_state,
+                    "actor_id": h.actor_id,
+                    "actor_name": h.actor_name,
+                    "at": _iso(h.at),
+                    "data": h.data,
+                }
+                for h in rows
+            ]
+            self.audit.record(
+                s, actor, action, target=f"case:{case_id}", case_id=case_id,
+                person_id=case.person_id, summary={"entries": len(out)},
+            )  # fmt: skip
+            return out
+
+        return self._audited(actor, action, f"case:{case_id}", read, case_id=case_id)
+
+    # --- the queue -----------------------------------------------------------------------
+
+    def queue(
+        self,
+        actor: Actor,
+        *,
+        pathway: str | None = None,
+        state: str | None = None,
+        overdue: bool | None = None,
+        rag: str | None = None,
+        assigned_to_me: bool = False,
+        include_closed: bool = False,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """Cases the caller may see, most urgent first: red, then by due time."""
+        action = f"{actor.source}:case:list"
+        filters = {
+            k: v
+            for k, v in dict(
+                pathway=pathway, state=state, overdue=overdue, rag=rag,
+                assigned_to_me=assigned_to_me or None, include_closed=include_closed or None,
+                limit=limit, offset=offset,
+            ).items()
+            if v is not None
+        }  # fmt: skip
+
+        def read(s: Session) -> dict[str, Any]:
+            if not 1 <= limit <= MAX_PAGE:
+                raise InvalidData(FieldError("limit", f"must be between 1 and {MAX_PAGE}"))
+            if offset < 0:
+                raise InvalidData(FieldError("offset", "must not be negative"))
+            if pathway is not None and pathway not in self.access.pathways:
+                raise InvalidData(FieldError("pathway", f"unknown pathway {pathway!r}"))
+            if rag is not None and rag not in ("red", "amber", "green"):
+                raise InvalidData(FieldError("rag", "must be red, amber or green"))
+            now = self.clock.now()
+            where = [self.access.visible_cases(actor)]
+            if pathway:
+                where.append(Case.pathway == pathway)
+            if state:
+                where.append(Case.state == state)
+            elif not include_closed:
+                where.append(Case.closed.is_(False))
+            if rag:
+                where.append(Case.rag == rag)
+            if overdue is True:
+                where.append(sa.and_(Case.due_at < now, Case.closed.is_(False)))
+            elif overdue is False:
+                where.append(sa.or_(Case.due_at.is_(None), Case.due_at >= now))
+            if assigned_to_me:
+                where.append(Case.assigned_to_id == actor.user_id)
+            total = s.execute(sa.select(sa.func.count()).select_from(Case).where(*where)).scalar()
+            rows = s.execute(
+                sa.select(Case, Person, Referral)
+                .outerjoin(Person, Person.id == Case.person_id)
+                .outerjoin(Referral, Referral.id == Case.referral_id)
+                .where(*where)
+                .order_by(Case.priority, Case.due_at.is_(None), Case.due_at, Case.id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            soon = timedelta(hours=self.policy.rules.due_soon_hours)
+            items = [
+                {
+                    "id": c.id,
+                    "pathway": c.pathway,
+                    "state": c.state,
+                    "version": c.version,
+                    "rag": c.rag,
+                    "due_at": _iso(c.due_at),
+                    "overdue": bool(c.due_at and not c.closed and c.due_at < now),
+                    "due_soon": bool(c.due_at and not c.closed and now <= c.due_at < now + soon),
+                    "seconds_left": int((c.due_at - now).total_seconds()) if c.due_at else None,
+                    "person_id": c.person_id,
+                    "person": _person(p),
+                    "reference": r.reference if r else None,
+                    "concerns": r.concerns if r else [],
+                    "immediate_danger": bool(r and r.immediate_danger),
+                    "repeat": bool(r and r.repeat_of_referral_id),
+                    "opened_at": _iso(c.opened_at),
+                    "assigned_to_id": c.assigned_to_id,
+                }
+                for c, p, r in rows
+            ]
+            self.audit.record(
+                s, actor, action, target="cases",
+                summary={"filters": filters, "total": total, "listed": [i["id"] for i in items]},
+            )  # fmt: skip
+            return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+        return self._audited(actor, action, "cases", read)
+
+    # --- people --------------------------------------------------------------------------
+
+    def person(self, actor: Actor, person_id: int) -> dict[str, Any]:
+        action = f"{actor.source}:person:view"
+
+        def read(s: Session) -> dict[str, Any]:
+            if not self.access.can(actor, "person:person:view"):
+                raise Forbidden("you may not view people")
+            person = s.get(Person, person_id)
+            cases = (
+                s.execute(
+                    sa.select(Case)
+                    .where(Case.person_id == person_id, self.access.visible_cases(actor))
+                    .order_by(Case.opened_at.desc(), Case.id.desc())
+                ).scalars().all()
+                if person
+                else []
+            )  # fmt: skip
+            if person is None or not cases:
+                raise NotFound(f"person {person_id} not found")
+            now = self.clock.now()
+            window = now - relativedelta(months=self.policy.rules.repeat_referral_window_months)
+            referral_ids = {c.referral_id for c in cases if c.referral_id}
+            referrals = s.execute(
+                sa.select(Referral)
+                .where(Referral.id.in_(referral_ids))
+                .order_by(Referral.received_at.desc())
+            ).scalars().all()  # fmt: skip
+            recent = [r for r in referrals if r.received_at >= window]
+            possible = sorted({p for r in referrals for p in (r.possible_matches or [])})
+            warnings = []
+            if len(recent) > 1:
+                warnings.append(
+                    f"{len(recent)} referrals in the last "
+                    f"{self.policy.rules.repeat_referral_window_months} months"
+                )
+            if possible:
+                warnings.append(f"possible duplicate records: people {possible}")
+            self.audit.record(
+                s, actor, action, target=f"person:{person_id}", person_id=person_id,
+                summary={"cases": [c.id for c in cases]},
+            )  # fmt: skip
+            return {
+                **_person(person),
+                "cases": [
+                    {
+                        "id": c.id,
+                        "pathway": c.pathway,
+                        "state": c.state,
+                        "rag": c.rag,
+                        "opened_at": _iso(c.opened_at),
+                        "closed": c.closed,
+                        "parent_case_id": c.parent_case_id,
+                    }
+                    for c in cases
+                ],
+                "referrals": [
+                    {
+                        "id": r.id,
+                        "reference": r.reference,
+                        "received_at": _iso(r.received_at),
+                        "concerns": r.concerns,
+                        "repeat": r.repeat_of_referral_id is not None,
+                    }
+                    for r in referrals
+                ],
+                "possible_matches": possible,
+                "warnings": warnings,
+            }
+
+        return self._audited(actor, action, f"person:{person_id}", read, person_id=person_id)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _person(p: Person | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {
+        "id": p.id,
+        "given_name": p.given_name,
+        "family_name": p.family_name,
+        "date_of_birth": p.date_of_birth.isoformat() if p.date_of_birth else None,
+        "estimated_age": p.estimated_age,
+        "gender": p.gender,
+    }
+
+
+def _referral(r: Referral | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {
+        "id": r.id,
+        "reference": r.reference,
+        "received_at": _iso(r.received_at),
+        "referrer_id": r.referrer_id,
+        "agency_kind": r.agency_kind,
+        "subject": r.subject,
+        "concerns": r.concerns,
+        "summary": r.summary,
+        "immediate_danger": r.immediate_danger,
+        "consent": r.consent,
+        "consent_reason": r.consent_reason,
+        "details": r.details,
+        "is_child": r.is_child,
+        "repeat_of_referral_id": r.repeat_of_referral_id,
+        "possible_matches": r.possible_matches,
+    }

@@ -1,0 +1,202 @@
+"""The `referral-engine` command line (DESIGN.md: the public interface)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+
+from .access import Actor
+from .errors import DefinitionError, DomainError
+from .settings import ConfigurationError, get_settings
+
+
+def _cli_actor(runtime) -> Actor:
+    who = getpass.getuser() if hasattr(os, "getuid") else "operator"
+    return runtime.access.actor(
+        user_id=None, username=f"cli:{who}", display_name=f"Command line ({who})",
+        roles=[], source="cli",
+    )  # fmt: skip
+
+
+def _runtime():
+    from .runtime import Runtime
+
+    runtime = Runtime.build()
+    runtime.engine.register_versions()
+    return runtime
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from .migrate import upgrade
+
+    upgrade(get_settings().database_url)
+    print("database is up to date")
+    return 0
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    if not args.password_stdin:
+        print("give the password on standard input with --password-stdin", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().rstrip("\r\n")
+    runtime = _runtime()
+    actor = _cli_actor(runtime)
+    with runtime.db.transaction() as s:
+        user = runtime.accounts.add_user(
+            s,
+            username=args.username,
+            password=password,
+            roles=args.role,
+            agency=args.agency,
+            agency_kind=args.agency_kind,
+            display_name=args.display_name,
+            email=args.email,
+        )
+        runtime.audit.record(
+            s, actor, "cli:user:add", target=f"user:{user.id}",
+            summary={"username": user.username, "roles": args.role, "agency": args.agency},
+        )  # fmt: skip
+    print(f"added user {args.username} (id {user.id}) with roles {', '.join(args.role)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import load_demo, load_scale
+
+    runtime = _runtime()
+    load_demo(runtime, quiet=args.quiet)
+    if args.scale:
+        load_scale(runtime, args.scale, seed=args.seed, progress=not args.quiet)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from web.app import create_app
+
+    settings = get_settings()
+    settings.require_secrets()
+    uvicorn.run(
+        create_app(settings=settings),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        proxy_headers=False,
+        server_header=False,
+    )
+    return 0
+
+
+def cmd_tick(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    now = datetime.fromisoformat(args.now) if args.now else None
+    result = runtime.scheduler.tick(now)
+    if not runtime.audit.link_inline:
+        runtime.audit.run_sequencer(runtime.db.engine)
+    print(json.dumps(result.as_dict()))
+    return 1 if result.failed else 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    runtime = _runtime()
+    bar = None
+    if sys.stderr.isatty() and not args.json:
+        from tqdm import tqdm
+
+        bar = tqdm(unit=" rows", desc="verifying", file=sys.stderr)
+
+    def progress(rows: int) -> None:
+        if bar is not None:
+            bar.update(rows - bar.n)
+
+    result = runtime.verify_audit(deep=args.deep, progress=progress)
+    if bar is not None:
+        bar.close()
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    elif result.ok:
+        print(f"audit chain intact: {result.rows} rows, {result.checkpoints} checkpoints verified")
+    else:
+        where = f" at chain position {result.first_broken_seq}" if result.first_broken_seq else ""
+        row = f" (audit row {result.first_broken_audit_id})" if result.first_broken_audit_id else ""
+        print(f"audit chain BROKEN{where}{row}: {result.reason}")
+    return 0 if result.ok else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="referral-engine",
+        description="Multi-agency referral and case-pathway workflow engine.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    db.add_parser("upgrade", help="apply migrations to DATABASE_URL").set_defaults(
+        func=cmd_db_upgrade
+    )
+
+    users = sub.add_parser("users", help="user accounts").add_subparsers(
+        dest="users", required=True
+    )
+    add = users.add_parser("add", help="add a user")
+    add.add_argument("username")
+    add.add_argument("--role", action="append", required=True, help="repeat for several roles")
+    add.add_argument("--agency", help="agency name (created if new)")
+    add.add_argument(
+        "--agency-kind", help="police, health, education, ... (policies/reference.yaml)"
+    )
+    add.add_argument("--display-name")
+    add.add_argument("--email")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.set_defaults(func=cmd_users_add)
+
+    demo = sub.add_parser("demo", help="load demo accounts and data (idempotent)")
+    demo.add_argument("--scale", type=int, default=0, help="add N synthetic cases")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=cmd_demo)
+
+    serve = sub.add_parser("serve", help="serve the web app and API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
+
+    tick = sub.add_parser("tick", help="fire due deadlines and timers now (idempotent)")
+    tick.add_argument("--now", help="ISO time to treat as now (for replays and tests)")
+    tick.set_defaults(func=cmd_tick)
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="audit", required=True
+    )
+    verify = audit.add_parser("verify", help="verify the hash chain and its checkpoints")
+    verify.add_argument("--json", action="store_true", help="machine-readable result")
+    verify.add_argument("--deep", action="store_true", help="also check searchable columns")
+    verify.set_defaults(func=cmd_audit_verify)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigurationError, DefinitionError) as exc:
+        print(f"referral-engine: {exc}", file=sys.stderr)
+        return 2
+    except DomainError as exc:
+        errors = getattr(exc, "errors", None)
+        if errors:
+            for e in errors:
+                print(f"referral-engine: {e.field}: {e.reason}", file=sys.stderr)
+        else:
+            print(f"referral-engine: {exc.detail}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

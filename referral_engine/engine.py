@@ -1,0 +1,467 @@
+"""The one path for change: every change of a case's state goes through `Engine.fire`.
+
+In one transaction: authorise (the actor may see the case and holds the event's
+permission), check the expected version and that the event is valid from the current
+state, validate the data, let the pathway's machine pick the next state and check its
+guards, plan the effects (pure), then write: the case row (state, version + 1, guarded by
+`WHERE version = expected` so a concurrent change makes this one a 409), deadlines,
+linked cases, the outbox, history and the audit row. Any failure rolls all of it back;
+the refusal itself is then audited in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from .access import SYSTEM, Access, Actor
+from .audit import AuditLog
+from .clock import Clock
+from .db import Database
+from .effects import (
+    AppendAttribute,
+    MeetDeadline,
+    Notify,
+    Op,
+    OpenCase,
+    SetAttributes,
+    SetDeadline,
+    SetRag,
+    TellReferrer,
+    plan_effects,
+)
+from .errors import DomainError, Forbidden, NotFound, NotValidNow, StaleVersion
+from .models import Case, CaseHistory, Deadline, Referral, WorkflowVersion
+from .notifications import Outbox
+from .pathways import Workflow, Workflows
+from .policies import Policy
+from .snapshot import Context, DeadlineView, Snapshot
+
+_case = Case.__table__
+_history = CaseHistory.__table__
+_deadline = Deadline.__table__
+_referral = Referral.__table__
+
+OPEN_DEADLINE = ("open", "breached")
+
+
+@dataclass(frozen=True)
+class Fired:
+    case_id: int
+    event: str
+    from_state: str
+    to_state: str
+    version: int
+    opened: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What a new case starts from: its person, and the referral it came from if any."""
+
+    pathway: str
+    person_id: int | None
+    referral_id: int | None = None
+    received_at: datetime | None = None
+    subject: dict[str, Any] | None = None
+    is_child: bool = False
+    referrer_id: int | None = None
+    agency_id: int | None = None
+    parent_case_id: int | None = None
+    attributes: dict[str, Any] | None = None
+    reason: str = "referral"
+
+
+class Engine:
+    def __init__(
+        self,
+        db: Database,
+        workflows: Workflows,
+        access: Access,
+        policy: Policy,
+        clock: Clock,
+        audit: AuditLog,
+        outbox: Outbox,
+    ):
+        self.db, self.workflows, self.access = db, workflows, access
+        self.policy, self.clock, self.audit, self.outbox = policy, clock, audit, outbox
+
+    # --- definitions ---------------------------------------------------------------------
+
+    def register_versions(self) -> None:
+        """Store every current definition so cases can keep running on it later."""
+        with self.db.transaction() as s:
+            known = set(s.execute(sa.select(WorkflowVersion.version)).scalars())
+            for wf in self.workflows.current.values():
+                if wf.version not in known:
+                    s.add(WorkflowVersion(version=wf.version, pathway=wf.pathway, source=wf.source))
+
+    def workflow_for(self, session: Session, version: str) -> Workflow:
+        def load(v: str) -> str | None:
+            return session.execute(
+                sa.select(WorkflowVersion.source).where(WorkflowVersion.version == v)
+            ).scalar_one_or_none()
+
+        return self.workflows.version(version, load)
+
+    # --- the one path for change ---------------------------------------------------------
+
+    def fire(
+        self,
+        case_id: int,
+        event: str,
+        actor: Actor,
+        data: dict[str, Any] | None,
+        expected_version: int,
+    ) -> Fired:
+        action = f"{actor.source}:case:{event}"
+        try:
+            with self.db.transaction() as s:
+                return self._fire(s, case_id, event, actor, data or {}, expected_version)
+        except DomainError as exc:
+            self.refused(actor, action, exc, case_id=case_id, summary={"event": event})
+            raise
+
+    def fire_in(
+        self,
+        s: Session,
+        case_id: int,
+        event: str,
+        actor: Actor,
+        data: dict[str, Any] | None,
+        expected_version: int,
+    ) -> Fired:
+        """`fire` inside a transaction the caller owns (the scheduler's claim)."""
+        return self._fire(s, case_id, event, actor, data or {}, expected_version)
+
+    def refused(
+        self,
+        actor: Actor,
+        action: str,
+        exc: DomainError,
+        *,
+        case_id: int | None = None,
+        person_id: int | None = None,
+        target: str | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> None:
+        """Audit a refused attempt, after its own transaction rolled back."""
+        with self.db.transaction() as s:
+            self.audit.record(
+                s, actor, action, outcome="refused",
+                target=target or (f"case:{case_id}" if case_id else None),
+                case_id=case_id, person_id=person_id,
+                summary={**(summary or {}), "status": exc.status, "reason": exc.detail},
+            )  # fmt: skip
+
+    def _fire(
+        self,
+        s: Session,
+        case_id: int,
+        event: str,
+        actor: Actor,
+        data: dict[str, Any],
+        expected_version: int,
+    ) -> Fired:
+        now = self.clock.now()
+        row = s.execute(sa.select(_case).where(_case.c.id == case_id)).first()
+        if row is None or not self.access.can_see(actor, row):
+            raise NotFound(f"case {case_id} not found")
+        wf = self.workflow_for(s, row.workflow_version)
+        if event not in wf.definition.events:
+            raise NotValidNow(f"{event} is not an event of the {wf.pathway} pathway")
+        ev = wf.definition.events[event]
+        if (ev.system and actor is not SYSTEM) or not self.access.can(
+            actor, wf.permission(event), row
+        ):
+            raise Forbidden(f"you may not {event} on a {wf.pathway} case")
+        if expected_version != row.version:
+            raise StaleVersion(
+                f"the case is at version {row.version}, not {expected_version}: "
+                "someone else changed it; reload and try again"
+            )
+        if event not in wf.machine.get_triggers(row.state):
+            raise NotValidNow(f"{event} cannot happen while the case is {row.state}")
+        clean = wf.schemas[event].validate(data)
+        snap = self._snapshot(s, row)
+        ctx = Context(snap, event, clean, actor, now, self.policy, self.workflows.pathways)
+        to_state = wf.next_state(ctx)
+        ops = plan_effects(ctx, wf.effects[event])
+        opened = self._apply(s, wf, snap, to_state, ops, actor, now)
+        s.execute(
+            _history.insert(),
+            {
+                "case_id": case_id,
+                "version": snap.version + 1,
+                "event": event,
+                "from_state": snap.state,
+                "to_state": to_state,
+                "actor_id": actor.user_id,
+                "actor_name": actor.display_name,
+                "at": now,
+                "data": clean,
+            },
+        )
+        self.audit.record(
+            s, actor, f"{actor.source}:case:{event}", target=f"case:{case_id}",
+            case_id=case_id, person_id=snap.person_id, at=now,
+            summary={"pathway": wf.pathway, "event": event, "from": snap.state,
+                     "to": to_state, "version": snap.version + 1,
+                     "fields": sorted(clean), "opened": list(opened)},
+        )  # fmt: skip
+        return Fired(case_id, event, snap.state, to_state, snap.version + 1, tuple(opened))
+
+    def _snapshot(self, s: Session, row: Any) -> Snapshot:
+        ref = None
+        if row.referral_id is not None:
+            ref = s.execute(
+                sa.select(
+                    _referral.c.received_at, _referral.c.subject,
+                    _referral.c.is_child, _referral.c.referrer_id,
+                ).where(_referral.c.id == row.referral_id)
+            ).first()  # fmt: skip
+        deadlines = {
+            d.name: DeadlineView(d.name, d.label, d.due_at, d.status, d.on_due)
+            for d in s.execute(
+                sa.select(_deadline).where(
+                    _deadline.c.case_id == row.id, _deadline.c.status.in_(OPEN_DEADLINE)
+                )
+            )
+        }
+        return Snapshot(
+            case_id=row.id,
+            pathway=row.pathway,
+            state=row.state,
+            version=row.version,
+            workflow_version=row.workflow_version,
+            attributes=dict(row.attributes or {}),
+            rag=row.rag,
+            opened_at=row.opened_at,
+            received_at=ref.received_at if ref else None,
+            subject=dict(ref.subject or {}) if ref else {},
+            is_child=bool(ref.is_child) if ref else False,
+            person_id=row.person_id,
+            referral_id=row.referral_id,
+            referrer_id=ref.referrer_id if ref else None,
+            agency_id=row.agency_id,
+            allocated_to_id=row.allocated_to_id,
+            assigned_to_id=row.assigned_to_id,
+            deadlines=deadlines,
+        )
+
+    def _apply(
+        self,
+        s: Session,
+        wf: Workflow,
+        snap: Snapshot,
+        to_state: str,
+        ops: list[Op],
+        actor: Actor,
+        now: datetime,
+    ) -> list[int]:
+        """Write the planned change. The case row first: it is the concurrency check."""
+        attributes = dict(snap.attributes)
+        rag = snap.rag
+        deadlines = dict(snap.deadlines)
+        closing = wf.is_terminal(to_state) and not wf.is_terminal(snap.state)
+        if closing:
+            deadlines = {}  # a closed case is due nothing
+        for op in ops:
+            match op:
+                case SetAttributes(values):
+                    attributes.update(values)
+                case AppendAttribute(name, item):
+                    attributes[name] = [*attributes.get(name, []), item]
+                case SetRag(value):
+                    rag = value
+                case SetDeadline(name, label, due, on_due):
+                    deadlines[name] = DeadlineView(name, label, due, "open", on_due)
+                case MeetDeadline(name):
+                    deadlines.pop(name, None)
+        changed = s.execute(
+            _case.update()
+            .where(_case.c.id == snap.case_id, _case.c.version == snap.version)
+            .values(
+                state=to_state,
+                version=snap.version + 1,
+                attributes=attributes,
+                rag=rag,
+                priority=0 if rag == "red" else 1,
+                due_at=_case_due(deadlines),
+                updated_at=now,
+                **({"closed": True, "closed_at": now} if closing else {}),
+            )
+        ).rowcount
+        if changed != 1:
+            raise StaleVersion("someone else changed the case first; reload and try again")
+        opened: list[int] = []
+        for op in ops:
+            opened.extend(self._apply_op(s, snap, op, actor, now))
+        if closing:
+            # Whatever the closing event did not meet or set itself no longer applies.
+            kept = [op.name for op in ops if isinstance(op, SetDeadline)]
+            s.execute(
+                _deadline.update()
+                .where(
+                    _deadline.c.case_id == snap.case_id,
+                    _deadline.c.status.in_(OPEN_DEADLINE),
+                    _deadline.c.name.not_in(kept),
+                )
+                .values(status="cancelled")
+            )
+        return opened
+
+    def _apply_op(self, s: Session, snap: Snapshot, op: Op, actor: Actor, now: datetime):
+        match op:
+            case SetDeadline(name, label, due, on_due):
+                updated = s.execute(
+                    _deadline.update()
+                    .where(
+                        _deadline.c.case_id == snap.case_id,
+                        _deadline.c.name == name,
+                        _deadline.c.status == "open",
+                    )
+                    .values(due_at=due, label=label, on_due=on_due)
+                ).rowcount
+                if not updated:
+                    s.execute(
+                        _deadline.insert(),
+                        {"case_id": snap.case_id, "name": name, "label": label, "due_at": due,
+                         "set_at": now, "status": "open", "on_due": on_due},
+                    )  # fmt: skip
+            case MeetDeadline(name, late_reason):
+                s.execute(
+                    _deadline.update()
+                    .where(
+                        _deadline.c.case_id == snap.case_id,
+                        _deadline.c.name == name,
+                        _deadline.c.status.in_(OPEN_DEADLINE),
+                    )
+                    .values(status="met", met_at=now, late_reason=late_reason)
+                )
+            case OpenCase(pathway, reason):
+                return [
+                    self.open_case(
+                        s,
+                        Opening(
+                            pathway=pathway,
+                            person_id=snap.person_id,
+                            referral_id=snap.referral_id,
+                            received_at=snap.received_at,
+                            subject=snap.subject,
+                            is_child=snap.is_child,
+                            referrer_id=snap.referrer_id,
+                            agency_id=snap.agency_id,
+                            parent_case_id=snap.case_id,
+                            reason=reason,
+                        ),
+                        actor,
+                    )
+                ]
+            case TellReferrer(outcome, feedback):
+                s.execute(
+                    _referral.update()
+                    .where(_referral.c.id == snap.referral_id)
+                    .values(outcome=outcome, outcome_at=now, feedback_to_referrer=feedback)
+                )
+                if snap.referrer_id is not None:
+                    self.outbox.enqueue(
+                        s, kind="referral_outcome", user_ids=[snap.referrer_id],
+                        case_id=snap.case_id, referral_id=snap.referral_id,
+                        payload={"outcome": outcome, "feedback": feedback},
+                        dedupe=f"referral:{snap.referral_id}:outcome:{snap.case_id}",
+                    )  # fmt: skip
+            case Notify(kind, audience, payload):
+                users = self.audience(s, audience, snap)
+                self.outbox.enqueue(
+                    s, kind=kind, user_ids=users, case_id=snap.case_id,
+                    referral_id=snap.referral_id, payload=payload,
+                    dedupe=f"case:{snap.case_id}:v{snap.version + 1}:{kind}",
+                )  # fmt: skip
+        return []
+
+    def audience(self, s: Session, audience: str, snap: Snapshot) -> list[int]:
+        if audience == "referrer":
+            return [snap.referrer_id] if snap.referrer_id else []
+        if audience == "allocated":
+            return [snap.allocated_to_id] if snap.allocated_to_id else []
+        if audience == "assigned":
+            return [snap.assigned_to_id] if snap.assigned_to_id else []
+        if audience.startswith("permission:"):
+            return self.outbox.holders(s, self.policy, audience.removeprefix("permission:"))
+        raise ValueError(f"unknown audience {audience!r}")
+
+    # --- opening cases -------------------------------------------------------------------
+
+    def open_case(self, s: Session, opening: Opening, actor: Actor) -> int:
+        """Open a case in its pathway's first state, with its opening effects."""
+        wf = self.workflows.get(opening.pathway)
+        now = self.clock.now()
+        case_id = s.execute(
+            _case.insert().returning(_case.c.id),
+            {
+                "pathway": wf.pathway,
+                "state": wf.definition.initial,
+                "version": 1,
+                "workflow_version": wf.version,
+                "person_id": opening.person_id,
+                "referral_id": opening.referral_id,
+                "parent_case_id": opening.parent_case_id,
+                "agency_id": opening.agency_id,
+                "priority": 1,
+                "closed": False,
+                "attributes": dict(opening.attributes or {}),
+                "opened_at": now,
+                "updated_at": now,
+            },
+        ).scalar_one()
+        snap = Snapshot(
+            case_id=case_id, pathway=wf.pathway, state=wf.definition.initial, version=1,
+            workflow_version=wf.version, attributes=dict(opening.attributes or {}), rag=None,
+            opened_at=now, received_at=opening.received_at, subject=opening.subject or {},
+            is_child=opening.is_child, person_id=opening.person_id,
+            referral_id=opening.referral_id, referrer_id=opening.referrer_id,
+            agency_id=opening.agency_id, allocated_to_id=None, assigned_to_id=None,
+        )  # fmt: skip
+        ctx = Context(snap, "open", {}, actor, now, self.policy, self.workflows.pathways)
+        ops = plan_effects(ctx, wf.on_open)
+        for op in ops:
+            self._apply_op(s, snap, op, actor, now)
+        due = _case_due(
+            {op.name: DeadlineView(op.name, op.label, op.due_at, "open", op.on_due)
+             for op in ops if isinstance(op, SetDeadline)}
+        )  # fmt: skip
+        if due is not None:
+            s.execute(_case.update().where(_case.c.id == case_id).values(due_at=due))
+        s.execute(
+            _history.insert(),
+            {"case_id": case_id, "version": 1, "event": "open", "from_state": None,
+             "to_state": wf.definition.initial, "actor_id": actor.user_id,
+             "actor_name": actor.display_name, "at": now,
+             "data": {"reason": opening.reason, "parent_case_id": opening.parent_case_id}},
+        )  # fmt: skip
+        self.audit.record(
+            s, actor, f"{actor.source}:case:open", target=f"case:{case_id}", case_id=case_id,
+            person_id=opening.person_id, at=now,
+            summary={"pathway": wf.pathway, "state": wf.definition.initial,
+                     "reason": opening.reason, "parent_case_id": opening.parent_case_id},
+        )  # fmt: skip
+        return case_id
+
+    # --- what a caller may do now --------------------------------------------------------
+
+    def available_events(self, s: Session, actor: Actor, row: Any) -> list[str]:
+        wf = self.workflow_for(s, row.workflow_version)
+        return [
+            e for e in wf.events_from(row.state) if self.access.can(actor, wf.permission(e), row)
+        ]
+
+
+def _case_due(deadlines: dict[str, DeadlineView]) -> datetime | None:
+    """The case's due time: its earliest open deadline that escalates when missed."""
+    dues = [d.due_at for d in deadlines.values() if d.on_due == "escalate"]
+    return min(dues) if dues else None

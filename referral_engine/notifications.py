@@ -1,0 +1,72 @@
+"""The outbox: notifications written in the same transaction as the change that causes
+them, so a rolled-back change notifies nobody. Each row names one recipient and carries
+a dedupe key: writing the same notice twice (a re-run `tick`, a retried request) is a
+no-op at the database, not a second message. Delivery (email, in-app) drains this table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from .models import Outbox as OutboxRow
+from .models import User, UserRole
+from .policies import Policy
+from .types import utcnow
+
+_outbox = OutboxRow.__table__
+
+
+class Outbox:
+    def enqueue(
+        self,
+        s: Session,
+        *,
+        kind: str,
+        user_ids: list[int],
+        dedupe: str,
+        case_id: int | None = None,
+        referral_id: int | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> int:
+        """Queue one notification per recipient; returns how many were new."""
+        if not user_ids:
+            return 0
+        now = utcnow()
+        rows = [
+            {
+                "created_at": now,
+                "kind": kind,
+                "recipient_user_id": uid,
+                "case_id": case_id,
+                "referral_id": referral_id,
+                "payload": payload or {},
+                "dedupe_key": f"{dedupe}:u{uid}",
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+            }
+            for uid in dict.fromkeys(user_ids)
+        ]
+        dialect = s.get_bind().dialect.name
+        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_outbox)
+        result = s.execute(insert.on_conflict_do_nothing(index_elements=["dedupe_key"]), rows)
+        return max(result.rowcount, 0)
+
+    def holders(self, s: Session, policy: Policy, permission: str) -> list[int]:
+        """Active users whose roles grant `permission` (e.g. who hears of a breach)."""
+        roles = policy.roles_granting(permission)
+        if not roles:
+            return []
+        return list(
+            s.execute(
+                sa.select(User.id)
+                .join(UserRole, UserRole.user_id == User.id)
+                .where(UserRole.role.in_(roles), User.disabled.is_(False))
+                .distinct()
+                .order_by(User.id)
+            ).scalars()
+        )

@@ -1,0 +1,169 @@
+"""The partnership's policies (policies/*.yaml): roles, deadlines, vocabularies, rules.
+
+Loaded and validated once at start-up; a mistake stops start-up naming file, line and
+field, because a silently ignored access rule is worse than a server that will not start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .errors import DefinitionError
+from .yamlfile import line_for, parse_model
+
+PERMISSION_GRAMMAR = "scope:resource:action"
+
+
+def _check_permission(value: str) -> str:
+    parts = value.split(":")
+    if len(parts) != 3 or not all(parts):
+        raise ValueError(f"permission {value!r} is not of the form {PERMISSION_GRAMMAR}")
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Grant(Strict):
+    permission: str
+    when_agency_kind: tuple[str, ...] | None = None
+    only: Literal["allocated", "own_agency"] | None = None
+
+    _check = field_validator("permission")(_check_permission)
+
+    def matches(self, permission: str) -> bool:
+        """Whether this grant (which may hold "*") covers the concrete `permission`."""
+        want = permission.split(":")
+        have = self.permission.split(":")
+        return len(want) == 3 and all(fnmatchcase(w, h) for w, h in zip(want, have, strict=True))
+
+
+class Role(Strict):
+    label: str
+    description: str = ""
+    includes: tuple[str, ...] = ()
+    grants: tuple[Grant, ...] = ()
+
+    @field_validator("grants", mode="before")
+    @classmethod
+    def _short_form(cls, value):
+        return [{"permission": g} if isinstance(g, str) else g for g in value or ()]
+
+
+class RolesFile(Strict):
+    roles: dict[str, Role]
+
+    @model_validator(mode="after")
+    def _includes_exist(self):
+        for name, role in self.roles.items():
+            for inc in role.includes:
+                if inc not in self.roles:
+                    raise ValueError(f"role {name} includes unknown role {inc!r}")
+        return self
+
+
+class Sla(Strict):
+    label: str
+    working_days: int | None = Field(default=None, ge=0)
+    calendar_days: int | None = Field(default=None, ge=0)
+    hours: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [v for v in (self.working_days, self.calendar_days, self.hours) if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of working_days, calendar_days, hours")
+        return self
+
+
+class SlaFile(Strict):
+    timezone: str = "Europe/London"
+    sla: dict[str, Sla]
+
+
+class ReferenceFile(Strict):
+    agency_kinds: dict[str, str]
+    concerns: dict[str, str]
+    consent: dict[str, str]
+    mash_outcomes: dict[str, str]
+    onward_pathways: dict[str, str]
+
+
+class SignIn(Strict):
+    max_failures: int = Field(ge=1)
+    window_minutes: int = Field(ge=1)
+    lock_minutes: int = Field(ge=1)
+    password_min_length: int = Field(ge=8)
+
+
+class AuditRules(Strict):
+    checkpoint_every: int = Field(ge=1)
+
+
+class RulesFile(Strict):
+    child_age_limit: int = Field(ge=1)
+    repeat_referral_window_months: int = Field(ge=1)
+    due_soon_hours: float = Field(ge=0)
+    sign_in: SignIn
+    audit: AuditRules
+
+
+@dataclass(frozen=True)
+class Policy:
+    roles: dict[str, Role]
+    sla: dict[str, Sla]
+    timezone: str
+    reference: ReferenceFile
+    rules: RulesFile
+
+    def grants_for(self, roles: list[str] | tuple[str, ...]) -> tuple[Grant, ...]:
+        """Every grant of these roles, following `includes`."""
+        seen: set[str] = set()
+        out: list[Grant] = []
+
+        def visit(name: str) -> None:
+            if name in seen or name not in self.roles:
+                return
+            seen.add(name)
+            role = self.roles[name]
+            out.extend(role.grants)
+            for inc in role.includes:
+                visit(inc)
+
+        for r in roles:
+            visit(r)
+        return tuple(out)
+
+    def roles_granting(self, permission: str) -> list[str]:
+        return [r for r in self.roles if any(g.matches(permission) for g in self.grants_for([r]))]
+
+
+def load_policy(directory: Path) -> Policy:
+    roles, _ = parse_model(RolesFile, directory / "roles.yaml")
+    sla, _ = parse_model(SlaFile, directory / "sla.yaml")
+    reference, _ = parse_model(ReferenceFile, directory / "reference.yaml")
+    rules, _ = parse_model(RulesFile, directory / "rules.yaml")
+    _check_agency_kinds(directory / "roles.yaml", roles, reference)
+    return Policy(roles.roles, sla.sla, sla.timezone, reference, rules)
+
+
+def _check_agency_kinds(path: Path, roles: RolesFile, reference: ReferenceFile) -> None:
+    from .yamlfile import load
+
+    _, lines = load(path)
+    for name, role in roles.roles.items():
+        for i, g in enumerate(role.grants):
+            for kind in g.when_agency_kind or ():
+                if kind not in reference.agency_kinds:
+                    raise DefinitionError(
+                        str(path),
+                        line_for(lines, ("roles", name, "grants", i, "when_agency_kind")),
+                        f"roles.{name}.grants.{i}.when_agency_kind",
+                        f"unknown agency kind {kind!r}",
+                    )

@@ -1,0 +1,109 @@
+"""Everything the product needs, built once from settings: used by the CLI and the web app."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from .access import Access
+from .accounts import Accounts
+from .audit import AuditLog, Verification, verify
+from .cases import Cases
+from .clock import Clock
+from .db import Database
+from .engine import Engine
+from .notifications import Outbox
+from .pathways import Workflows
+from .policies import Policy, load_policy
+from .referrals import Referrals
+from .scheduler import Scheduler
+from .settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    policy: Policy
+    workflows: Workflows
+    access: Access
+    clock: Clock
+    audit: AuditLog
+    outbox: Outbox
+    engine: Engine
+    accounts: Accounts
+    referrals: Referrals
+    cases: Cases
+    scheduler: Scheduler
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _sequencer: threading.Thread | None = None
+
+    @classmethod
+    def build(cls, settings: Settings | None = None, clock: Clock | None = None) -> Runtime:
+        settings = settings or get_settings()
+        clock = clock or Clock()
+        policy = load_policy(settings.policies_dir)
+        workflows = Workflows(settings.workflows_dir, policy)
+        db = Database(settings.database_url)
+        access = Access(policy, workflows.pathways)
+        audit = AuditLog(
+            settings.effective_audit_key(),
+            policy.rules.audit.checkpoint_every,
+            link_inline=db.is_sqlite,
+        )
+        outbox = Outbox()
+        engine = Engine(db, workflows, access, policy, clock, audit, outbox)
+        accounts = Accounts(
+            db, access, policy, clock, audit,
+            secret=settings.effective_secret_key(), hasher=settings.password_hasher,
+            token_ttl=timedelta(minutes=settings.token_ttl_minutes),
+        )  # fmt: skip
+        return cls(
+            settings=settings,
+            db=db,
+            policy=policy,
+            workflows=workflows,
+            access=access,
+            clock=clock,
+            audit=audit,
+            outbox=outbox,
+            engine=engine,
+            accounts=accounts,
+            referrals=Referrals(db, engine, access, policy, clock, audit, outbox),
+            cases=Cases(db, engine, access, policy, clock, audit),
+            scheduler=Scheduler(db, engine, policy, clock, audit, outbox),
+        )
+
+    def start(self) -> None:
+        """Register workflow versions; on PostgreSQL, start the audit sequencer."""
+        self.engine.register_versions()
+        if not self.audit.link_inline and self._sequencer is None:
+            self._sequencer = threading.Thread(
+                target=self._sequence_forever, name="audit-sequencer", daemon=True
+            )
+            self._sequencer.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sequencer is not None:
+            self._sequencer.join(timeout=5)
+            self._sequencer = None
+        if not self.audit.link_inline:
+            self.audit.run_sequencer(self.db.engine)
+
+    def _sequence_forever(self) -> None:
+        interval = self.settings.audit_seal_interval_seconds
+        while not self._stop.wait(interval):
+            try:
+                self.audit.run_sequencer(self.db.engine)
+            except Exception:  # keep sequencing after a transient database error
+                log.exception("audit sequencer pass failed")
+
+    def verify_audit(self, *, deep: bool = False, progress=None) -> Verification:
+        """Seal what is pending, then check the whole chain and its checkpoints."""
+        self.audit.seal(self.db.engine)
+        return verify(self.db.engine, self.audit.key, deep=deep, progress=progress)

@@ -1,0 +1,81 @@
+"""Settings from the environment, in one place.
+
+Outside demo mode the secrets must come from the environment: a server that silently
+fell back to a built-in key would let anyone who has read this repository mint tokens
+or rewrite the audit chain.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Demo-only secrets: published on purpose, refused outside demo mode.
+DEMO_SECRET_KEY = "demo-secret-key-not-for-production-use-0123456789abcdef"  # noqa: S105
+DEMO_AUDIT_KEY = "demo-audit-key-not-for-production-use-0123456789abcdef"
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigurationError(RuntimeError):
+    """The environment does not describe a safe way to run."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REFERRAL_ENGINE_", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{PROJECT_ROOT / 'var' / 'referral_engine.db'}",
+        validation_alias="DATABASE_URL",
+    )
+    secret_key: str | None = None
+    audit_key: str | None = None
+    demo: bool = False
+    token_ttl_minutes: int = 30
+    # "argon2" in production; "argon2-fast" makes tests quick without changing the scheme.
+    password_hasher: str = "argon2"  # noqa: S105 - a scheme name, not a secret
+    workflows_dir: Path = PROJECT_ROOT / "workflows"
+    policies_dir: Path = PROJECT_ROOT / "policies"
+    audit_checkpoint_every: int = 1000
+    # How often a PostgreSQL server's background sequencer links pending audit rows.
+    audit_seal_interval_seconds: float = 1.0
+    max_body_bytes: int = 1_000_000
+
+    def effective_secret_key(self) -> str:
+        return self._secret("secret_key", self.secret_key, DEMO_SECRET_KEY)
+
+    def effective_audit_key(self) -> bytes:
+        return self._secret("audit_key", self.audit_key, DEMO_AUDIT_KEY).encode()
+
+    def _secret(self, name: str, value: str | None, demo_value: str) -> str:
+        env = f"REFERRAL_ENGINE_{name.upper()}"
+        if value:
+            if len(value) < MIN_SECRET_LENGTH:
+                raise ConfigurationError(f"{env} must be at least {MIN_SECRET_LENGTH} characters")
+            if value == demo_value and not self.demo:
+                raise ConfigurationError(f"{env} is the published demo value; set a real secret")
+            return value
+        if self.demo:
+            return demo_value
+        raise ConfigurationError(
+            f"{env} is not set. Set it to a random string of {MIN_SECRET_LENGTH}+ characters, "
+            "or set REFERRAL_ENGINE_DEMO=1 to run the demo with built-in secrets."
+        )
+
+    def require_secrets(self) -> None:
+        """Fail early (at start-up) rather than on the first request."""
+        self.effective_secret_key()
+        self.effective_audit_key()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,64 @@
+"""Access tokens: the only module that touches python-jose.
+
+HS256 only, pinned on every decode (`algorithms=["HS256"]`), so a token claiming `none`
+or an asymmetric algorithm is refused rather than trusted. No JWE. Each token has a
+`jti` so that logout can revoke it before it expires.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from jose import JWTError, jwt
+
+from .errors import Unauthorised
+
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True)
+class Claims:
+    user_id: int
+    jti: str
+    expires_at: datetime
+
+
+def issue(user_id: int, secret: str, now: datetime, ttl: timedelta) -> tuple[str, Claims]:
+    claims = Claims(user_id, uuid.uuid4().hex, now + ttl)
+    token = jwt.encode(
+        {
+            "sub": str(user_id),
+            "jti": claims.jti,
+            "iat": int(now.timestamp()),
+            "exp": int(claims.expires_at.timestamp()),
+            "typ": "access",
+        },
+        secret,
+        algorithm=ALGORITHM,
+    )
+    return token, claims
+
+
+def read(token: str, secret: str, now: datetime) -> Claims:
+    """The claims of a genuine, unexpired token, or Unauthorised."""
+    try:
+        payload = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require_exp": True, "require_sub": True, "require_jti": True},
+        )
+    except JWTError as exc:
+        raise Unauthorised(f"the token is not valid: {exc}") from None
+    if payload.get("typ") != "access":
+        raise Unauthorised("the token is not an access token")
+    try:
+        user_id = int(payload["sub"])
+    except (TypeError, ValueError):
+        raise Unauthorised("the token's subject is not valid") from None
+    expires = datetime.fromtimestamp(int(payload["exp"]), tz=now.tzinfo)
+    if expires <= now:
+        raise Unauthorised("the token has expired")
+    return Claims(user_id, str(payload["jti"]), expires)

@@ -1,0 +1,79 @@
+"""Cases: the queue, one case, its history, and firing events (the one path for change)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from referral_engine.access import Actor
+from referral_engine.runtime import Runtime
+from web.deps import actor, runtime
+from web.problems import RESPONSES
+
+router = APIRouter(prefix="/api/cases", tags=["cases"])
+ERRORS = {k: RESPONSES[k] for k in (401, 403, 404, 409, 422)}
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event: str = Field(min_length=1, max_length=60)
+    data: dict[str, Any] = {}
+    expected_version: int = Field(ge=0)
+
+
+@router.get("", responses=ERRORS)
+def list_cases(
+    who: Actor = Depends(actor),
+    rt: Runtime = Depends(runtime),
+    pathway: str | None = None,
+    state: str | None = None,
+    overdue: bool | None = None,
+    rag: str | None = None,
+    assigned_to_me: bool = False,
+    include_closed: bool = False,
+    limit: int = Query(default=50, ge=1, le=200),
+    offset: int = Query(default=0, ge=0),
+) -> dict[str, Any]:
+    """The cases the caller may see, in queue order: red first, then by due time."""
+    return rt.cases.queue(
+        who, pathway=pathway, state=state, overdue=overdue, rag=rag,
+        assigned_to_me=assigned_to_me, include_closed=include_closed, limit=limit, offset=offset,
+    )  # fmt: skip
+
+
+@router.get("/{case_id}", responses=ERRORS)
+def get_case(
+    case_id: int, who: Actor = Depends(actor), rt: Runtime = Depends(runtime)
+) -> dict[str, Any]:
+    return rt.cases.view(who, case_id)
+
+
+@router.post("/{case_id}/events", responses=ERRORS)
+def fire_event(
+    case_id: int, body: EventIn, who: Actor = Depends(actor), rt: Runtime = Depends(runtime)
+) -> dict[str, Any]:
+    """Fire an event: 200 with the case as it now is; nothing changes on any error."""
+    fired = rt.engine.fire(case_id, body.event, who, body.data, body.expected_version)
+    with rt.db.reading() as s:
+        from referral_engine.models import Case
+
+        case = s.get(Case, case_id)
+        view = rt.cases.describe(s, who, case) if case and rt.access.can_see(who, case) else None
+    return {
+        "case_id": fired.case_id,
+        "event": fired.event,
+        "from_state": fired.from_state,
+        "state": fired.to_state,
+        "version": fired.version,
+        "opened_cases": list(fired.opened),
+        "case": view,
+    }
+
+
+@router.get("/{case_id}/history", responses=ERRORS)
+def case_history(
+    case_id: int, who: Actor = Depends(actor), rt: Runtime = Depends(runtime)
+) -> dict[str, Any]:
+    return {"case_id": case_id, "history": rt.cases.history(who, case_id)}

@@ -1,0 +1,48 @@
+"""The web application: JSON API under /api (and, later, HTML pages), thin over the engine."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from referral_engine.runtime import Runtime
+from referral_engine.settings import Settings, get_settings
+from web import problems
+from web.api import audit, auth, cases, people, referrals, workflows
+from web.middleware import BodyLimit, RequestContext
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.require_secrets()
+    rt = runtime or Runtime.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        rt.start()
+        yield
+        rt.stop()
+
+    app = FastAPI(
+        title="Referral Engine",
+        version="0.1.0",
+        description="Multi-agency referral and case-pathway workflow engine. "
+        "Errors are RFC 9457 problem details.",
+        lifespan=lifespan,
+        # The interactive docs load scripts from a CDN; this runs with no internet.
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.runtime = rt
+    problems.install(app)
+    for module in (auth, referrals, cases, people, workflows, audit):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["meta"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext)
+    return app

@@ -1,0 +1,32 @@
+"""What routes depend on: the runtime, and the signed-in actor behind a bearer token."""
+
+from __future__ import annotations
+
+from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from referral_engine.access import Actor
+from referral_engine.errors import Unauthorised
+from referral_engine.runtime import Runtime
+
+bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def token(request: Request, value: str | None = Depends(bearer)) -> str:
+    if not value:
+        raise Unauthorised("sign in first: send Authorization: Bearer <token>")
+    return value
+
+
+def actor(
+    request: Request,
+    value: str = Depends(token),
+    rt: Runtime = Depends(runtime),
+) -> Actor:
+    return rt.accounts.actor_from_token(
+        value, source="api", request_id=getattr(request.state, "request_id", None)
+    )
