@@ -48,7 +48,9 @@ def read(token: str, secret: str, now: datetime) -> Claims:
             token,
             secret,
             algorithms=[ALGORITHM],
-            options={"require_exp": True, "require_sub": True, "require_jti": True},
+            # Expiry is checked below against the product's clock (tests move it), not
+            # jose's wall clock; jose's require_exp would switch its own check back on.
+            options={"verify_exp": False, "require_sub": True, "require_jti": True},
         )
     except JWTError as exc:
         raise Unauthorised(f"the token is not valid: {exc}") from None
@@ -56,9 +58,9 @@ def read(token: str, secret: str, now: datetime) -> Claims:
         raise Unauthorised("the token is not an access token")
     try:
         user_id = int(payload["sub"])
-    except (TypeError, ValueError):
-        raise Unauthorised("the token's subject is not valid") from None
-    expires = datetime.fromtimestamp(int(payload["exp"]), tz=now.tzinfo)
+        expires = datetime.fromtimestamp(int(payload["exp"]), tz=now.tzinfo)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise Unauthorised("the token's subject or expiry is missing or not valid") from None
     if expires <= now:
         raise Unauthorised("the token has expired")
     return Claims(user_id, str(payload["jti"]), expires)

@@ -1,0 +1,273 @@
+"""Shared fixtures: a fresh real database per test, on SQLite and on PostgreSQL.
+
+Every test that asks for `runtime` (or anything built on it) runs twice: once on a real
+SQLite file and once on a real PostgreSQL server named by REFERRAL_ENGINE_TEST_PG_URL
+(.ci/run starts one). Without that variable the PostgreSQL runs are skipped, unless
+REFERRAL_ENGINE_REQUIRE_PG=1 (set by CI), which makes a missing server an error rather
+than a silent skip. Each test gets its own database: a copy of a migrated template
+(a file copy on SQLite, CREATE DATABASE ... TEMPLATE on PostgreSQL), so nothing leaks
+between tests and the audit chain of each test starts from nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from referral_engine.access import Actor
+from referral_engine.clock import FixedClock
+from referral_engine.db import dispose_all, get_engine
+from referral_engine.migrate import upgrade
+from referral_engine.runtime import Runtime
+from referral_engine.settings import Settings
+
+PG_URL = os.environ.get("REFERRAL_ENGINE_TEST_PG_URL")
+REQUIRE_PG = os.environ.get("REFERRAL_ENGINE_REQUIRE_PG") == "1"
+SECRET = "test-secret-key-0123456789abcdef0123456789abcdef"
+AUDIT_KEY = "test-audit-key-0123456789abcdef0123456789abcdef"
+PASSWORD = "correct horse battery staple"
+# A Wednesday in term time, 10:00 UK time (GMT in November).
+START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+def pytest_configure(config):
+    if REQUIRE_PG and not PG_URL:
+        raise pytest.UsageError(
+            "REFERRAL_ENGINE_REQUIRE_PG=1 but REFERRAL_ENGINE_TEST_PG_URL is not set"
+        )
+
+
+# --- databases -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    dispose_all()
+    return path
+
+
+def _pg_admin():
+    import psycopg
+
+    return psycopg.connect(PG_URL, autocommit=True)
+
+
+def _pg_url(name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    name = f"re_template_{uuid.uuid4().hex[:8]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    upgrade(_pg_url(name))
+    dispose_all()
+    yield name
+    with _pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request) -> str:
+    if request.param == "postgres" and not PG_URL:
+        pytest.skip("no PostgreSQL server: set REFERRAL_ENGINE_TEST_PG_URL (CI always does)")
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend, request, tmp_path) -> Iterator[str]:
+    if backend == "sqlite":
+        path = tmp_path / "test.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    template = request.getfixturevalue("pg_template")
+    name = f"re_test_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield _pg_url(name)
+    dispose_all()
+    with _pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- the product -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(START)
+
+
+def make_settings(db_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = dict(
+        database_url=db_url,
+        secret_key=SECRET,
+        audit_key=AUDIT_KEY,
+        password_hasher="argon2-fast",
+        audit_seal_interval_seconds=0.2,
+        demo=False,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(db_url) -> Settings:
+    return make_settings(db_url)
+
+
+@pytest.fixture
+def runtime(settings, clock) -> Iterator[Runtime]:
+    rt = Runtime.build(settings, clock)
+    rt.start()
+    yield rt
+    rt.stop()
+    get_engine(settings.database_url).dispose()
+
+
+@pytest.fixture
+def app(settings, runtime):
+    from web.app import create_app
+
+    return create_app(settings=settings, runtime=runtime)
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:
+    with TestClient(app, base_url="http://testserver") as c:
+        yield c
+
+
+# --- people using it -------------------------------------------------------------------
+
+
+@dataclass
+class Person:
+    """A signed-up user and a way to call the API as them."""
+
+    username: str
+    user_id: int
+    actor: Actor
+    client: TestClient | None = None
+    token: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        assert self.token, "sign in first (use the `users` fixture with a client)"
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, url: str, **kw):
+        return self.client.get(url, headers={**self.headers, **kw.pop("headers", {})}, **kw)
+
+    def post(self, url: str, **kw):
+        return self.client.post(url, headers={**self.headers, **kw.pop("headers", {})}, **kw)
+
+
+# username -> (roles, agency, agency kind)
+STAFF: dict[str, tuple[list[str], str, str]] = {
+    "teacher": (["practitioner"], "Northgate Academy", "education"),
+    "constable": (["practitioner"], "City Police", "police"),
+    "officer": (["mash_officer"], "City MASH", "children_social_care"),
+    "manager": (["mash_manager"], "City MASH", "children_social_care"),
+    "coordinator": (["marac_coordinator"], "Community Safety", "local_authority"),
+    "idva": (["idva"], "Safer Homes", "voluntary"),
+    "responder": (["nrm_first_responder"], "Modern Slavery Team", "local_authority"),
+    "prevent": (["prevent_officer"], "City Police", "police"),
+    "chair": (["channel_chair"], "Community Safety", "local_authority"),
+    "gangs": (["gang_worker"], "Youth Justice", "local_authority"),
+    "auditor": (["auditor"], "Internal Audit", "local_authority"),
+    "admin": (["admin"], "Council IT", "local_authority"),
+}
+
+
+def add_user(rt: Runtime, username: str, roles: list[str], agency: str, kind: str) -> Person:
+    with rt.db.transaction() as s:
+        user = rt.accounts.add_user(
+            s, username=username, password=PASSWORD, roles=roles, agency=agency,
+            agency_kind=kind, display_name=username.title(),
+        )  # fmt: skip
+        actor = rt.accounts.actor_for_user(s, user.id, source="api", request_id=None)
+    assert actor is not None and user.id is not None
+    return Person(username, user.id, actor)
+
+
+@pytest.fixture
+def staff(runtime) -> dict[str, Person]:
+    """One user per role (see STAFF), without tokens: for engine-level tests."""
+    return {name: add_user(runtime, name, *spec) for name, spec in STAFF.items()}
+
+
+@pytest.fixture
+def users(runtime, client, staff) -> dict[str, Person]:
+    """The same users, signed in through the API: `users["officer"].get("/api/cases")`."""
+    for person in staff.values():
+        r = client.post(
+            "/api/auth/token", data={"username": person.username, "password": PASSWORD}
+        )
+        assert r.status_code == 200, r.text
+        person.client, person.token = client, r.json()["access_token"]
+    return staff
+
+
+def referral_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "pathway": "mash",
+        "subject": {
+            "given_name": "Jo",
+            "family_name": "Bloggs",
+            "date_of_birth": "2012-05-01",
+            "gender": "female",
+            "address": "1 High Street",
+            "postcode": "AB1 2CD",
+        },
+        "concerns": ["neglect"],
+        "summary": "Often hungry and tired at school.",
+        "immediate_danger": False,
+        "consent": "given",
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def refer(runtime, staff):
+    """Make a referral through the service as `who` (default the teacher)."""
+
+    def make(who: str = "teacher", key: str | None = None, **overrides: Any) -> dict[str, Any]:
+        return runtime.referrals.create(staff[who].actor, referral_body(**overrides), key)
+
+    return make
+
+
+def case_version(rt: Runtime, case_id: int) -> int:
+    from referral_engine.models import Case
+
+    with rt.db.reading() as s:
+        return s.get(Case, case_id).version
+
+
+@pytest.fixture
+def fire(runtime, staff):
+    """Fire an event as `who` at the case's current version."""
+
+    def do(case_id: int, who: str, event: str, data: dict | None = None):
+        return runtime.engine.fire(
+            case_id, event, staff[who].actor, data or {}, case_version(runtime, case_id)
+        )
+
+    return do
