@@ -70,6 +70,13 @@ class TellReferrer:
 
 
 @dataclass(frozen=True)
+class Assign:
+    # "assigned" (the officer working the case) or "allocated" (e.g. an IDVA)
+    relation: str
+    user_id: int
+
+
+@dataclass(frozen=True)
 class Notify:
     kind: str
     audience: str
@@ -77,7 +84,7 @@ class Notify:
 
 
 Op = SetAttributes | AppendAttribute | SetRag | SetDeadline | MeetDeadline | OpenCase
-Op = Op | TellReferrer | Notify
+Op = Op | TellReferrer | Notify | Assign
 
 
 # --- effects ---------------------------------------------------------------------------
@@ -185,6 +192,15 @@ def tell_referrer(ctx: Context, p: TellReferrerParams) -> list[Op]:
     return [TellReferrer(outcome, feedback)]
 
 
+class AssignParams(Params):
+    field: str
+    relation: Literal["assigned", "allocated"] = "assigned"
+
+
+def assign(ctx: Context, p: AssignParams) -> list[Op]:
+    return [Assign(p.relation, ctx.users[p.field])]
+
+
 class NotifyParams(Params):
     kind: str
     # "referrer", "allocated", "assigned", or "permission:<scope:resource:action>"
@@ -211,6 +227,7 @@ EFFECTS: dict[str, Effect] = {
     "open_cases": Effect(OpenCasesParams, open_cases),
     "tell_referrer": Effect(TellReferrerParams, tell_referrer),
     "notify": Effect(NotifyParams, notify),
+    "assign": Effect(AssignParams, assign),
 }
 
 

@@ -11,7 +11,7 @@ the refusal itself is then audited in a transaction of its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from .clock import Clock
 from .db import Database
 from .effects import (
     AppendAttribute,
+    Assign,
     MeetDeadline,
     Notify,
     Op,
@@ -34,8 +35,16 @@ from .effects import (
     TellReferrer,
     plan_effects,
 )
-from .errors import DomainError, Forbidden, NotFound, NotValidNow, StaleVersion
-from .models import Case, CaseHistory, Deadline, Referral, WorkflowVersion
+from .errors import (
+    DomainError,
+    FieldError,
+    Forbidden,
+    InvalidData,
+    NotFound,
+    NotValidNow,
+    StaleVersion,
+)
+from .models import Case, CaseHistory, Deadline, Referral, User, WorkflowVersion
 from .notifications import Outbox
 from .pathways import Workflow, Workflows
 from .policies import Policy
@@ -187,8 +196,9 @@ class Engine:
         if event not in wf.machine.get_triggers(row.state):
             raise NotValidNow(f"{event} cannot happen while the case is {row.state}")
         clean = wf.schemas[event].validate(data)
+        users = self._resolve_users(s, wf, event, clean)
         snap = self._snapshot(s, row)
-        ctx = Context(snap, event, clean, actor, now, self.policy, self.workflows.pathways)
+        ctx = Context(snap, event, clean, actor, now, self.policy, self.workflows.pathways, users)
         to_state = wf.next_state(ctx)
         ops = plan_effects(ctx, wf.effects[event])
         opened = self._apply(s, wf, snap, to_state, ops, actor, now)
@@ -214,6 +224,29 @@ class Engine:
                      "fields": sorted(clean), "opened": list(opened)},
         )  # fmt: skip
         return Fired(case_id, event, snap.state, to_state, snap.version + 1, tuple(opened))
+
+    def _resolve_users(
+        self, s: Session, wf: Workflow, event: str, data: dict[str, Any]
+    ) -> dict[str, int]:
+        """`user` fields name a username; it must be an active user holding the
+        permission the field asks for (e.g. only an IDVA can be allocated as one)."""
+        out: dict[str, int] = {}
+        for name, spec in wf.schemas[event].users.items():
+            if name not in data:
+                continue
+            uid = s.execute(
+                sa.select(User.id).where(User.username == data[name], User.disabled.is_(False))
+            ).scalar_one_or_none()
+            if uid is None:
+                raise InvalidData(FieldError(name, f"no active user {data[name]!r}"))
+            if spec.holds_permission and uid not in self.outbox.holders(
+                s, self.policy, spec.holds_permission
+            ):
+                raise InvalidData(
+                    FieldError(name, f"{data[name]!r} does not hold {spec.holds_permission}")
+                )
+            out[name] = uid
+        return out
 
     def _snapshot(self, s: Session, row: Any) -> Snapshot:
         ref = None
@@ -266,6 +299,7 @@ class Engine:
         """Write the planned change. The case row first: it is the concurrency check."""
         attributes = dict(snap.attributes)
         rag = snap.rag
+        people = {"assigned": snap.assigned_to_id, "allocated": snap.allocated_to_id}
         deadlines = dict(snap.deadlines)
         closing = wf.is_terminal(to_state) and not wf.is_terminal(snap.state)
         if closing:
@@ -282,6 +316,8 @@ class Engine:
                     deadlines[name] = DeadlineView(name, label, due, "open", on_due)
                 case MeetDeadline(name):
                     deadlines.pop(name, None)
+                case Assign(relation, user_id):
+                    people[relation] = user_id
         changed = s.execute(
             _case.update()
             .where(_case.c.id == snap.case_id, _case.c.version == snap.version)
@@ -293,14 +329,19 @@ class Engine:
                 priority=0 if rag == "red" else 1,
                 due_at=_case_due(deadlines),
                 updated_at=now,
+                assigned_to_id=people["assigned"],
+                allocated_to_id=people["allocated"],
                 **({"closed": True, "closed_at": now} if closing else {}),
             )
         ).rowcount
         if changed != 1:
             raise StaleVersion("someone else changed the case first; reload and try again")
         opened: list[int] = []
+        after = replace(
+            snap, assigned_to_id=people["assigned"], allocated_to_id=people["allocated"]
+        )
         for op in ops:
-            opened.extend(self._apply_op(s, snap, op, actor, now))
+            opened.extend(self._apply_op(s, after, op, actor, now))
         if closing:
             # Whatever the closing event did not meet or set itself no longer applies.
             kept = [op.name for op in ops if isinstance(op, SetDeadline)]

@@ -21,7 +21,9 @@ from pydantic import (
 
 from .errors import FieldError, InvalidData
 
-FieldType = Literal["text", "choice", "choices", "bool", "date", "datetime", "integer", "list"]
+FieldType = Literal[
+    "text", "choice", "choices", "bool", "date", "datetime", "integer", "list", "user"
+]
 
 
 class FieldSpec(BaseModel):
@@ -40,6 +42,8 @@ class FieldSpec(BaseModel):
     min: int | None = None
     max: int | None = None
     items: dict[str, FieldSpec] | None = None
+    # For a `user` field (a username): the permission that user must hold.
+    holds_permission: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -64,7 +68,7 @@ def _annotation(name: str, spec: FieldSpec, vocab: Vocabularies) -> Any:
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=spec.max_length)
     ]
     match spec.type:
-        case "text":
+        case "text" | "user":
             return text
         case "choice":
             return Literal[_choices(spec, vocab)]
@@ -113,6 +117,7 @@ class EventSchema:
     def __init__(self, name: str, fields: dict[str, FieldSpec], vocab: Vocabularies):
         self.fields = fields
         self.model = compile_model(name, fields, vocab, extra=self.COMMON)
+        self.users = {f: s for f, s in fields.items() if s.type == "user"}
         self.choices = {
             f: _choices(s, vocab) for f, s in fields.items() if s.type in ("choice", "choices")
         }

@@ -73,9 +73,7 @@ class EventDef(Strict):
     guards: tuple[tuple[str, dict[str, Any]], ...] = ()
     effects: tuple[tuple[str, dict[str, Any]], ...] = ()
 
-    _named = field_validator("guards", "effects", mode="before")(
-        lambda cls, v: _named_list(v)
-    )
+    _named = field_validator("guards", "effects", mode="before")(lambda cls, v: _named_list(v))
 
     @field_validator("from_", mode="before")
     @classmethod

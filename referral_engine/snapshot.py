@@ -54,6 +54,8 @@ class Context:
     now: datetime
     policy: Policy
     known_pathways: frozenset[str]
+    # `user` fields of the data, resolved from username to user id by the engine.
+    users: dict[str, int] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     def lookup(self, key: str) -> Any:

@@ -216,9 +216,7 @@ def staff(runtime) -> dict[str, Person]:
 def users(runtime, client, staff) -> dict[str, Person]:
     """The same users, signed in through the API: `users["officer"].get("/api/cases")`."""
     for person in staff.values():
-        r = client.post(
-            "/api/auth/token", data={"username": person.username, "password": PASSWORD}
-        )
+        r = client.post("/api/auth/token", data={"username": person.username, "password": PASSWORD})
         assert r.status_code == 200, r.text
         person.client, person.token = client, r.json()["access_token"]
     return staff
