@@ -238,9 +238,14 @@ def verify(
     actor, action, outcome, case, person) say what the hashed bytes say.
     """
     v = Verification(ok=True)
-    with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    # One consistent snapshot for the counts and the walk; on SQLite a reader that does
+    # not hold the write lock, so verifying a long chain blocks no one.
+    options = (
+        {"isolation_level": "REPEATABLE READ"}
+        if engine.dialect.name == "postgresql"
+        else {"read_only": True}
+    )
+    with engine.connect().execution_options(**options) as conn:
         total_events = conn.execute(sa.select(sa.func.count()).select_from(_event)).scalar_one()
         v.pending = conn.execute(sa.select(sa.func.count()).select_from(_pending)).scalar_one()
         checkpoints = {

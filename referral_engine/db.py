@@ -8,7 +8,7 @@ writes (reads are audited) and a deferred lock upgrade would deadlock two reader
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -55,7 +55,9 @@ def _configure_sqlite(engine: SAEngine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (execution option read_only) take a WAL snapshot and block no writer.
+        read_only = conn.get_execution_options().get("read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def get_engine(url: str) -> SAEngine:
@@ -72,16 +74,13 @@ def dispose_all() -> None:
 
 
 class Database:
-    """One database: its engine, and transactions with after-commit hooks.
-
-    After-commit hooks are how work that must not run for a rolled-back change (sealing
-    the audit chain on SQLite, waking the outbox sender) is attached to a transaction.
-    """
+    """One database: its engine, and the two kinds of transaction the product uses."""
 
     def __init__(self, url: str):
         self.url = normalise_url(url)
         self.engine = get_engine(self.url)
-        self.after_commit: list[Callable[[], None]] = []
+        # The same pool, for transactions that only read.
+        self.read_engine = self.engine.execution_options(read_only=True)
 
     @property
     def is_sqlite(self) -> bool:
@@ -96,11 +95,9 @@ class Database:
         """One unit of work: commits on success, rolls back on any exception."""
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             yield session
-        for hook in self.after_commit:
-            hook()
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Session]:
-        """A session for work that writes nothing and needs no hooks."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        """A transaction that only reads: on SQLite it blocks no writer."""
+        with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
             yield session

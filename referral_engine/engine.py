@@ -177,7 +177,7 @@ class Engine:
         expected_version: int,
     ) -> Fired:
         now = self.clock.now()
-        row = s.execute(sa.select(_case).where(_case.c.id == case_id)).first()
+        row = s.connection().execute(sa.select(_case).where(_case.c.id == case_id)).first()
         if row is None or not self.access.can_see(actor, row):
             raise NotFound(f"case {case_id} not found")
         wf = self.workflow_for(s, row.workflow_version)
@@ -202,7 +202,7 @@ class Engine:
         to_state = wf.next_state(ctx)
         ops = plan_effects(ctx, wf.effects[event])
         opened = self._apply(s, wf, snap, to_state, ops, actor, now)
-        s.execute(
+        s.connection().execute(
             _history.insert(),
             {
                 "case_id": case_id,
@@ -234,7 +234,7 @@ class Engine:
         for name, spec in wf.schemas[event].users.items():
             if name not in data:
                 continue
-            uid = s.execute(
+            uid = s.connection().execute(
                 sa.select(User.id).where(User.username == data[name], User.disabled.is_(False))
             ).scalar_one_or_none()
             if uid is None:
@@ -251,7 +251,7 @@ class Engine:
     def _snapshot(self, s: Session, row: Any) -> Snapshot:
         ref = None
         if row.referral_id is not None:
-            ref = s.execute(
+            ref = s.connection().execute(
                 sa.select(
                     _referral.c.received_at, _referral.c.subject,
                     _referral.c.is_child, _referral.c.referrer_id,
@@ -259,7 +259,7 @@ class Engine:
             ).first()  # fmt: skip
         deadlines = {
             d.name: DeadlineView(d.name, d.label, d.due_at, d.status, d.on_due)
-            for d in s.execute(
+            for d in s.connection().execute(
                 sa.select(_deadline).where(
                     _deadline.c.case_id == row.id, _deadline.c.status.in_(OPEN_DEADLINE)
                 )
@@ -318,7 +318,7 @@ class Engine:
                     deadlines.pop(name, None)
                 case Assign(relation, user_id):
                     people[relation] = user_id
-        changed = s.execute(
+        changed = s.connection().execute(
             _case.update()
             .where(_case.c.id == snap.case_id, _case.c.version == snap.version)
             .values(
@@ -345,7 +345,7 @@ class Engine:
         if closing:
             # Whatever the closing event did not meet or set itself no longer applies.
             kept = [op.name for op in ops if isinstance(op, SetDeadline)]
-            s.execute(
+            s.connection().execute(
                 _deadline.update()
                 .where(
                     _deadline.c.case_id == snap.case_id,
@@ -359,7 +359,7 @@ class Engine:
     def _apply_op(self, s: Session, snap: Snapshot, op: Op, actor: Actor, now: datetime):
         match op:
             case SetDeadline(name, label, due, on_due):
-                updated = s.execute(
+                updated = s.connection().execute(
                     _deadline.update()
                     .where(
                         _deadline.c.case_id == snap.case_id,
@@ -369,13 +369,13 @@ class Engine:
                     .values(due_at=due, label=label, on_due=on_due)
                 ).rowcount
                 if not updated:
-                    s.execute(
+                    s.connection().execute(
                         _deadline.insert(),
                         {"case_id": snap.case_id, "name": name, "label": label, "due_at": due,
                          "set_at": now, "status": "open", "on_due": on_due},
                     )  # fmt: skip
             case MeetDeadline(name, late_reason):
-                s.execute(
+                s.connection().execute(
                     _deadline.update()
                     .where(
                         _deadline.c.case_id == snap.case_id,
@@ -404,7 +404,7 @@ class Engine:
                     )
                 ]
             case TellReferrer(outcome, feedback):
-                s.execute(
+                s.connection().execute(
                     _referral.update()
                     .where(_referral.c.id == snap.referral_id)
                     .values(outcome=outcome, outcome_at=now, feedback_to_referrer=feedback)
@@ -442,7 +442,7 @@ class Engine:
         """Open a case in its pathway's first state, with its opening effects."""
         wf = self.workflows.get(opening.pathway)
         now = self.clock.now()
-        case_id = s.execute(
+        case_id = s.connection().execute(
             _case.insert().returning(_case.c.id),
             {
                 "pathway": wf.pathway,
@@ -477,8 +477,8 @@ class Engine:
              for op in ops if isinstance(op, SetDeadline)}
         )  # fmt: skip
         if due is not None:
-            s.execute(_case.update().where(_case.c.id == case_id).values(due_at=due))
-        s.execute(
+            s.connection().execute(_case.update().where(_case.c.id == case_id).values(due_at=due))
+        s.connection().execute(
             _history.insert(),
             {"case_id": case_id, "version": 1, "event": "open", "from_state": None,
              "to_state": wf.definition.initial, "actor_id": actor.user_id,
