@@ -18,6 +18,7 @@ from .notifications import Outbox
 from .pathways import Workflows
 from .policies import Policy, load_policy
 from .referrals import Referrals
+from .reports import Reports
 from .scheduler import Scheduler
 from .settings import Settings, get_settings
 
@@ -39,6 +40,7 @@ class Runtime:
     referrals: Referrals
     cases: Cases
     scheduler: Scheduler
+    reports: Reports
     _stop: threading.Event = field(default_factory=threading.Event)
     _sequencer: threading.Thread | None = None
 
@@ -76,6 +78,7 @@ class Runtime:
             referrals=Referrals(db, engine, access, policy, clock, audit, outbox),
             cases=Cases(db, engine, access, policy, clock, audit),
             scheduler=Scheduler(db, engine, policy, clock, audit, outbox),
+            reports=Reports(db, access, policy, audit, engine.refused),
         )
 
     def start(self) -> None:
