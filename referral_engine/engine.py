@@ -234,9 +234,13 @@ class Engine:
         for name, spec in wf.schemas[event].users.items():
             if name not in data:
                 continue
-            uid = s.connection().execute(
-                sa.select(User.id).where(User.username == data[name], User.disabled.is_(False))
-            ).scalar_one_or_none()
+            uid = (
+                s.connection()
+                .execute(
+                    sa.select(User.id).where(User.username == data[name], User.disabled.is_(False))
+                )
+                .scalar_one_or_none()
+            )
             if uid is None:
                 raise InvalidData(FieldError(name, f"no active user {data[name]!r}"))
             if spec.holds_permission and uid not in self.outbox.holders(
@@ -318,22 +322,26 @@ class Engine:
                     deadlines.pop(name, None)
                 case Assign(relation, user_id):
                     people[relation] = user_id
-        changed = s.connection().execute(
-            _case.update()
-            .where(_case.c.id == snap.case_id, _case.c.version == snap.version)
-            .values(
-                state=to_state,
-                version=snap.version + 1,
-                attributes=attributes,
-                rag=rag,
-                priority=0 if rag == "red" else 1,
-                due_at=_case_due(deadlines),
-                updated_at=now,
-                assigned_to_id=people["assigned"],
-                allocated_to_id=people["allocated"],
-                **({"closed": True, "closed_at": now} if closing else {}),
+        changed = (
+            s.connection()
+            .execute(
+                _case.update()
+                .where(_case.c.id == snap.case_id, _case.c.version == snap.version)
+                .values(
+                    state=to_state,
+                    version=snap.version + 1,
+                    attributes=attributes,
+                    rag=rag,
+                    priority=0 if rag == "red" else 1,
+                    due_at=_case_due(deadlines),
+                    updated_at=now,
+                    assigned_to_id=people["assigned"],
+                    allocated_to_id=people["allocated"],
+                    **({"closed": True, "closed_at": now} if closing else {}),
+                )
             )
-        ).rowcount
+            .rowcount
+        )
         if changed != 1:
             raise StaleVersion("someone else changed the case first; reload and try again")
         opened: list[int] = []
@@ -359,15 +367,19 @@ class Engine:
     def _apply_op(self, s: Session, snap: Snapshot, op: Op, actor: Actor, now: datetime):
         match op:
             case SetDeadline(name, label, due, on_due):
-                updated = s.connection().execute(
-                    _deadline.update()
-                    .where(
-                        _deadline.c.case_id == snap.case_id,
-                        _deadline.c.name == name,
-                        _deadline.c.status == "open",
+                updated = (
+                    s.connection()
+                    .execute(
+                        _deadline.update()
+                        .where(
+                            _deadline.c.case_id == snap.case_id,
+                            _deadline.c.name == name,
+                            _deadline.c.status == "open",
+                        )
+                        .values(due_at=due, label=label, on_due=on_due)
                     )
-                    .values(due_at=due, label=label, on_due=on_due)
-                ).rowcount
+                    .rowcount
+                )
                 if not updated:
                     s.connection().execute(
                         _deadline.insert(),
@@ -442,24 +454,28 @@ class Engine:
         """Open a case in its pathway's first state, with its opening effects."""
         wf = self.workflows.get(opening.pathway)
         now = self.clock.now()
-        case_id = s.connection().execute(
-            _case.insert().returning(_case.c.id),
-            {
-                "pathway": wf.pathway,
-                "state": wf.definition.initial,
-                "version": 1,
-                "workflow_version": wf.version,
-                "person_id": opening.person_id,
-                "referral_id": opening.referral_id,
-                "parent_case_id": opening.parent_case_id,
-                "agency_id": opening.agency_id,
-                "priority": 1,
-                "closed": False,
-                "attributes": dict(opening.attributes or {}),
-                "opened_at": now,
-                "updated_at": now,
-            },
-        ).scalar_one()
+        case_id = (
+            s.connection()
+            .execute(
+                _case.insert().returning(_case.c.id),
+                {
+                    "pathway": wf.pathway,
+                    "state": wf.definition.initial,
+                    "version": 1,
+                    "workflow_version": wf.version,
+                    "person_id": opening.person_id,
+                    "referral_id": opening.referral_id,
+                    "parent_case_id": opening.parent_case_id,
+                    "agency_id": opening.agency_id,
+                    "priority": 1,
+                    "closed": False,
+                    "attributes": dict(opening.attributes or {}),
+                    "opened_at": now,
+                    "updated_at": now,
+                },
+            )
+            .scalar_one()
+        )
         snap = Snapshot(
             case_id=case_id, pathway=wf.pathway, state=wf.definition.initial, version=1,
             workflow_version=wf.version, attributes=dict(opening.attributes or {}), rag=None,
