@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from .access import Actor
+from .clock import Clock
 from .models import AuditChain, AuditCheckpoint, AuditEvent, AuditPending
 from .types import utcnow
 
@@ -60,7 +61,10 @@ class AuditLog:
     """Writes audit rows. On SQLite each row is linked as it is written (the transaction
     already holds the only write lock); on PostgreSQL it is queued for the sequencer."""
 
-    def __init__(self, key: bytes, checkpoint_every: int, *, link_inline: bool):
+    def __init__(
+        self, key: bytes, checkpoint_every: int, *, link_inline: bool, clock: Clock | None = None
+    ):
+        self.clock = clock or Clock()
         self.key = key
         self.checkpoint_every = checkpoint_every
         self.link_inline = link_inline
@@ -79,7 +83,7 @@ class AuditLog:
         at: datetime | None = None,
     ) -> int:
         """Append one audited access decision. `action` is `source:subject:action`."""
-        at = at or utcnow()
+        at = at or self.clock.now()
         body = canonical(
             {
                 "uuid": uuid.uuid4().hex,

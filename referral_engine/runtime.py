@@ -56,6 +56,7 @@ class Runtime:
             settings.effective_audit_key(),
             policy.rules.audit.checkpoint_every,
             link_inline=db.is_sqlite,
+            clock=clock,
         )
         outbox = Outbox()
         engine = Engine(db, workflows, access, policy, clock, audit, outbox)

@@ -8,9 +8,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from referral_engine.errors import DomainError, InvalidData, Locked, Unauthorised
+from referral_engine.errors import DomainError, FieldError, InvalidData, Locked, Unauthorised
 
 MEDIA_TYPE = "application/problem+json"
 
@@ -78,11 +79,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        errors = []
-        for err in exc.errors():
-            loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-            errors.append({"field": ".".join(loc) or "body", "reason": err.get("msg", "invalid")})
+        errors = [_request_field_error(err) for err in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        await audit_refusal(request, errors)
         return problem(
             request, 422, "The data is not valid", detail, kind="invalid-data", errors=errors
         )
@@ -99,6 +98,63 @@ def install(app: FastAPI) -> None:
 
         logging.getLogger("referral_engine.web").exception("unhandled error", exc_info=exc)
         return problem(request, 500, "Internal error", "the error was logged; nothing was changed")
+
+
+def _request_field_error(err: dict[str, Any]) -> dict[str, str]:
+    """FastAPI's own request checks, in the same field/reason shape as the engine's."""
+    loc = list(err.get("loc", ()))
+    if err.get("type") == "json_invalid":
+        return {"field": "body", "reason": f"is not valid JSON ({err.get('msg', '')})"}
+    if loc and loc[0] == "header":
+        name = "-".join(part.capitalize() for part in str(loc[-1]).split("-"))
+        return {"field": name, "reason": err.get("msg", "invalid")}
+    field = ".".join(str(p) for p in loc if p not in ("body", "query", "path"))
+    reason = "is required" if err.get("type") == "missing" else err.get("msg", "invalid")
+    return {"field": field or "body", "reason": reason}
+
+
+# What a request is, for the audit row of one refused before it reached the service.
+ROUTE_ACTIONS = {
+    ("POST", "/api/referrals"): "referral:create",
+    ("POST", "/api/cases/{case_id}/events"): "case:{event}",
+}
+
+
+async def audit_refusal(request: Request, errors: list[dict[str, str]]) -> None:
+    """Requests refused by the framework's own checks are audited like any other refusal
+    (if the caller is signed in: an anonymous request has no one to attribute it to)."""
+    rt = request.app.state.runtime
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("bearer "):
+        return
+    try:
+        who = await run_in_threadpool(
+            rt.accounts.actor_from_token,
+            header[7:].strip(),
+            source="api",
+            request_id=getattr(request.state, "request_id", None),
+        )
+    except DomainError:
+        return
+    route = request.scope.get("route")
+    template = getattr(route, "path", request.url.path)
+    action = ROUTE_ACTIONS.get((request.method, template))
+    if action is None:
+        parts = [p for p in template.split("/") if p and not p.startswith("{")]
+        action = f"{parts[1] if len(parts) > 1 else 'request'}:{request.method.lower()}"
+    if "{event}" in action:
+        try:
+            event = (await request.json()).get("event")
+        except Exception:  # the body may not be JSON at all
+            event = None
+        action = action.replace("{event}", event if isinstance(event, str) else "event")[:100]
+    case_id = request.path_params.get("case_id")
+    exc = InvalidData([FieldError(e["field"], e["reason"]) for e in errors])
+    await run_in_threadpool(
+        rt.engine.refused, who, f"api:{action}", exc,
+        case_id=int(case_id) if str(case_id or "").isdigit() else None,
+        target=request.url.path,
+    )  # fmt: skip
 
 
 def _title(status: int) -> str:
