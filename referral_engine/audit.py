@@ -6,9 +6,14 @@ touch the chain head, so audited reads do not queue behind one lock. The sequenc
 `audit_chain`: hash = SHA-256(previous hash || the row's canonical JSON bytes), the bytes
 stored exactly as hashed. On SQLite it runs inside each writing transaction (there is one
 writer anyway); on PostgreSQL a background task of `serve` runs it every second, one
-sequencer at a time by an advisory lock. Every N links, and whenever `audit verify` seals,
-an HMAC over (seq, head hash) keyed with REFERRAL_ENGINE_AUDIT_KEY - never stored in the
-database - is written, so a chain rewritten from scratch does not verify.
+sequencer at a time by an advisory lock.
+
+Every N links, and whenever `audit verify` seals, a checkpoint is written: an HMAC keyed
+with REFERRAL_ENGINE_AUDIT_KEY (never stored in the database) over the position, the head
+hash there, and the position by which the next checkpoint must exist. A chain rewritten
+from scratch does not match the checkpoints, and deleting the checkpoints after the
+rewrite breaks the promise the last genuine one made. Sealing signs a head only after
+re-checking the links since the last checkpoint, so it never attests a forged tail.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,8 +58,12 @@ def link_hash(prev: bytes, body: bytes) -> bytes:
     return hashlib.sha256(prev + body).digest()
 
 
-def checkpoint_mac(key: bytes, seq: int, head: bytes) -> bytes:
-    return hmac.new(key, f"{seq}:".encode() + head, hashlib.sha256).digest()
+def checkpoint_mac(key: bytes, seq: int, next_seq: int, head: bytes) -> bytes:
+    return hmac.new(key, f"{seq}:{next_seq}:".encode() + head, hashlib.sha256).digest()
+
+
+def next_checkpoint(seq: int, every: int) -> int:
+    return (seq // every + 1) * every
 
 
 class AuditLog:
@@ -83,7 +92,7 @@ class AuditLog:
         at: datetime | None = None,
     ) -> int:
         """Append one audited access decision. `action` is `source:subject:action`."""
-        at = at or self.clock.now()
+        at = (at or self.clock.now()).astimezone(UTC)
         body = canonical(
             {
                 "uuid": uuid.uuid4().hex,
@@ -127,7 +136,7 @@ class AuditLog:
             prev, head = head, link_hash(head, body)
             links.append({"seq": seq, "audit_id": audit_id, "prev_hash": prev, "hash": head})
             if seq % self.checkpoint_every == 0:
-                checkpoints.append(_checkpoint_row(self.key, seq, head))
+                checkpoints.append(_checkpoint_row(self.key, seq, head, self.checkpoint_every))
         conn.execute(_chain.insert(), links)
         if checkpoints:
             conn.execute(_checkpoint.insert(), checkpoints)
@@ -148,23 +157,59 @@ class AuditLog:
             ids = [r[0] for r in conn.execute(query)]
             if not ids:
                 break
-            bodies = dict(
-                conn.execute(
-                    sa.select(_event.c.id, _event.c.body).where(_event.c.id.in_(ids))
-                ).all()
-            )
-            seq, head = self._append(conn, [(i, bytes(bodies[i])) for i in ids], seq, head)
+            # A marker for a row already linked, or for no row at all, is dropped: the
+            # verifier's row count still notices rows added or removed outside the log.
+            rows = conn.execute(
+                sa.select(_event.c.id, _event.c.body)
+                .where(
+                    _event.c.id.in_(ids),
+                    ~sa.exists().where(_chain.c.audit_id == _event.c.id),
+                )
+                .order_by(_event.c.id)
+            ).all()
+            if rows:
+                seq, head = self._append(conn, [(i, bytes(b)) for i, b in rows], seq, head)
             conn.execute(_pending.delete().where(_pending.c.audit_id.in_(ids)))
-            linked += len(ids)
+            linked += len(rows)
             if len(ids) < BATCH:
                 break
-        if seal and seq:
+        if seal and seq and self._tail_intact(conn, seq):
             done = conn.execute(
                 sa.select(_checkpoint.c.seq).where(_checkpoint.c.seq == seq)
             ).first()
             if not done:
-                conn.execute(_checkpoint.insert(), [_checkpoint_row(self.key, seq, head)])
+                conn.execute(
+                    _checkpoint.insert(),
+                    [_checkpoint_row(self.key, seq, head, self.checkpoint_every)],
+                )
         return linked
+
+    def _tail_intact(self, conn: Connection, seq: int) -> bool:
+        """Whether the links after the last checkpoint (at most N) still verify from it."""
+        cp = conn.execute(
+            sa.select(_checkpoint).where(_checkpoint.c.seq <= seq).order_by(
+                _checkpoint.c.seq.desc()
+            ).limit(1)
+        ).first()  # fmt: skip
+        start, head = 0, GENESIS
+        if cp is not None:
+            mac = checkpoint_mac(self.key, cp.seq, cp.next_seq, bytes(cp.hash))
+            if not hmac.compare_digest(mac, bytes(cp.mac)):
+                return False
+            start, head = cp.seq, bytes(cp.hash)
+        links = conn.execute(
+            sa.select(_chain.c.seq, _chain.c.prev_hash, _chain.c.hash, _event.c.body)
+            .select_from(_chain.outerjoin(_event, _event.c.id == _chain.c.audit_id))
+            .where(_chain.c.seq > start, _chain.c.seq <= seq)
+            .order_by(_chain.c.seq)
+        ).all()
+        for expected, link in enumerate(links, start=start + 1):
+            if link.seq != expected or link.body is None or bytes(link.prev_hash) != head:
+                return False
+            head = link_hash(head, bytes(link.body))
+            if head != bytes(link.hash):
+                return False
+        return len(links) == seq - start
 
     def run_sequencer(self, engine: sa.Engine, *, seal: bool = False) -> int | None:
         """One sequencer pass in its own transaction; None if another sequencer is busy."""
@@ -193,8 +238,15 @@ def _head(conn: Connection) -> tuple[int, bytes]:
     return (row.seq, bytes(row.hash)) if row else (0, GENESIS)
 
 
-def _checkpoint_row(key: bytes, seq: int, head: bytes) -> dict[str, Any]:
-    return {"seq": seq, "hash": head, "mac": checkpoint_mac(key, seq, head), "at": utcnow()}
+def _checkpoint_row(key: bytes, seq: int, head: bytes, every: int) -> dict[str, Any]:
+    following = next_checkpoint(seq, every)
+    return {
+        "seq": seq,
+        "next_seq": following,
+        "hash": head,
+        "mac": checkpoint_mac(key, seq, following, head),
+        "at": utcnow(),
+    }
 
 
 # --- verification ----------------------------------------------------------------------
@@ -232,6 +284,7 @@ def _broken(v: Verification, seq: int | None, audit_id: int | None, reason: str)
 def verify(
     engine: sa.Engine,
     key: bytes,
+    checkpoint_every: int,
     *,
     deep: bool = False,
     progress: Callable[[int], None] | None = None,
@@ -253,13 +306,15 @@ def verify(
         total_events = conn.execute(sa.select(sa.func.count()).select_from(_event)).scalar_one()
         v.pending = conn.execute(sa.select(sa.func.count()).select_from(_pending)).scalar_one()
         checkpoints = {
-            r.seq: (bytes(r.hash), bytes(r.mac))
+            r.seq: (bytes(r.hash), r.next_seq, bytes(r.mac))
             for r in conn.execute(
-                sa.select(_checkpoint.c.seq, _checkpoint.c.hash, _checkpoint.c.mac)
+                sa.select(
+                    _checkpoint.c.seq, _checkpoint.c.hash, _checkpoint.c.next_seq, _checkpoint.c.mac
+                )
             )
         }
         v.checkpoints = len(checkpoints)
-        result = _walk_chain(conn, key, checkpoints, deep, v, progress)
+        result = _walk_chain(conn, key, checkpoints, checkpoint_every, deep, v, progress)
         if not result.ok:
             return result
         if v.rows + v.pending != total_events:
@@ -274,7 +329,8 @@ def verify(
 def _walk_chain(
     conn: Connection,
     key: bytes,
-    checkpoints: dict[int, tuple[bytes, bytes]],
+    checkpoints: dict[int, tuple[bytes, int, bytes]],
+    first_due: int,
     deep: bool,
     v: Verification,
     progress: Callable[[int], None] | None,
@@ -288,9 +344,25 @@ def _walk_chain(
         .select_from(_chain.outerjoin(_event, _event.c.id == _chain.c.audit_id))
         .order_by(_chain.c.seq)
     )
+    rows = conn.execution_options(stream_results=True, yield_per=20_000).execute(query)
+    try:
+        return _walk(rows, key, checkpoints, first_due, deep, v, progress)
+    finally:
+        rows.close()
+
+
+def _walk(
+    rows: Any,
+    key: bytes,
+    checkpoints: dict[int, tuple[bytes, int, bytes]],
+    due: int,
+    deep: bool,
+    v: Verification,
+    progress: Callable[[int], None] | None,
+) -> Verification:
+    """`due` is the position by which the next checkpoint must exist."""
     expected_seq, head = 0, GENESIS
     sha = hashlib.sha256
-    rows = conn.execution_options(stream_results=True, yield_per=20_000).execute(query)
     for part in rows.partitions():
         for row in part:
             seq, audit_id, prev, stored, body = row[0], row[1], row[2], row[3], row[4]
@@ -307,13 +379,19 @@ def _walk_chain(
             if deep and (reason := _columns_disagree(row)):
                 return _broken(v, seq, audit_id, f"audit row {audit_id}: {reason}")
             if seq in checkpoints:
-                cp_hash, cp_mac = checkpoints[seq]
-                if not hmac.compare_digest(cp_mac, checkpoint_mac(key, seq, cp_hash)):
+                cp_hash, cp_next, cp_mac = checkpoints[seq]
+                if not hmac.compare_digest(cp_mac, checkpoint_mac(key, seq, cp_next, cp_hash)):
                     return _broken(v, seq, audit_id, f"checkpoint at {seq} is not genuine")
                 if cp_hash != head:
                     return _broken(
                         v, seq, audit_id, f"the chain was rewritten: checkpoint {seq} disagrees"
                     )
+                due = cp_next
+            elif seq >= due:
+                return _broken(
+                    v, seq, audit_id,
+                    f"checkpoint {due} is missing: the chain after it may have been rewritten",
+                )  # fmt: skip
         v.rows = expected_seq
         if progress:
             progress(expected_seq)

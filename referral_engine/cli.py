@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from .access import Actor
+from .clock import LONDON
 from .errors import DefinitionError, DomainError
 from .settings import ConfigurationError, get_settings
 
@@ -94,8 +95,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_tick(args: argparse.Namespace) -> int:
+    now = None
+    if args.now:
+        try:
+            now = datetime.fromisoformat(args.now)
+        except ValueError:
+            print(f"referral-engine: --now: {args.now!r} is not an ISO date-time", file=sys.stderr)
+            return 2
+        if now.tzinfo is None:  # a time without an offset is UK local time
+            now = now.replace(tzinfo=LONDON)
     runtime = _runtime()
-    now = datetime.fromisoformat(args.now) if args.now else None
     result = runtime.scheduler.tick(now)
     if not runtime.audit.link_inline:
         runtime.audit.run_sequencer(runtime.db.engine)
@@ -168,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     tick = sub.add_parser("tick", help="fire due deadlines and timers now (idempotent)")
-    tick.add_argument("--now", help="ISO time to treat as now (for replays and tests)")
+    tick.add_argument("--now", help="ISO time to treat as now (without an offset: UK local time)")
     tick.set_defaults(func=cmd_tick)
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(

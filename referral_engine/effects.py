@@ -137,7 +137,7 @@ def set_deadline(ctx: Context, p: SetDeadlineParams) -> list[Op]:
     }[p.start]
     due = due_at(sla, start, ctx.policy.timezone)
     current = ctx.snapshot.deadlines.get(p.name)
-    if p.earlier_only and current and current.status == "open" and current.due_at <= due:
+    if p.earlier_only and current and current.due_at <= due:
         return []
     return [SetDeadline(p.name, sla.label, due, p.on_due)]
 

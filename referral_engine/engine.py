@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from .access import SYSTEM, Access, Actor
@@ -103,11 +104,20 @@ class Engine:
 
     def register_versions(self) -> None:
         """Store every current definition so cases can keep running on it later."""
+        rows = [
+            {"version": wf.version, "pathway": wf.pathway, "source": wf.source, "loaded_at": now}
+            for wf in self.workflows.current.values()
+            for now in [self.clock.now()]
+        ]
+        dialect = postgresql if self.db.is_postgres else sqlite
         with self.db.transaction() as s:
-            known = set(s.execute(sa.select(WorkflowVersion.version)).scalars())
-            for wf in self.workflows.current.values():
-                if wf.version not in known:
-                    s.add(WorkflowVersion(version=wf.version, pathway=wf.pathway, source=wf.source))
+            # Several processes may start at once: the first to insert a version wins.
+            s.execute(
+                dialect.insert(WorkflowVersion.__table__).on_conflict_do_nothing(
+                    index_elements=["version"]
+                ),
+                rows,
+            )
 
     def workflow_for(self, session: Session, version: str) -> Workflow:
         def load(v: str) -> str | None:
@@ -374,7 +384,7 @@ class Engine:
                         .where(
                             _deadline.c.case_id == snap.case_id,
                             _deadline.c.name == name,
-                            _deadline.c.status == "open",
+                            _deadline.c.status.in_(OPEN_DEADLINE),
                         )
                         .values(due_at=due, label=label, on_due=on_due)
                     )

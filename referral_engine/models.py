@@ -170,7 +170,8 @@ class Deadline(SQLModel, table=True):
     label: str = Field(max_length=200)
     due_at: datetime = _ts()
     set_at: datetime = _ts(default_factory=utcnow)
-    # open -> met | breached -> met_late; or open -> fired (timers) | cancelled
+    # open -> met, or open -> breached -> met (late, with late_reason); timers
+    # open -> fired; reminders open -> reminded; any open one -> cancelled when the case closes
     status: str = Field(default="open", max_length=20)
     on_due: str = Field(default="escalate", max_length=80)
     met_at: datetime | None = _ts(default=None)
@@ -233,6 +234,8 @@ class AuditChain(SQLModel, table=True):
 class AuditCheckpoint(SQLModel, table=True):
     __tablename__ = "audit_checkpoint"
     seq: int = Field(primary_key=True)
+    # The position by which the next checkpoint must exist (covered by the MAC).
+    next_seq: int
     hash: bytes = Field(sa_type=sa.LargeBinary)
     mac: bytes = Field(sa_type=sa.LargeBinary)
     at: datetime = _ts(default_factory=utcnow)

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import DefinitionError
-from .yamlfile import line_for, parse_model
+from .yamlfile import line_for, load, parse_model
 
 PERMISSION_GRAMMAR = "scope:resource:action"
 
@@ -58,14 +58,6 @@ class Role(Strict):
 
 class RolesFile(Strict):
     roles: dict[str, Role]
-
-    @model_validator(mode="after")
-    def _includes_exist(self):
-        for name, role in self.roles.items():
-            for inc in role.includes:
-                if inc not in self.roles:
-                    raise ValueError(f"role {name} includes unknown role {inc!r}")
-        return self
 
 
 class Sla(Strict):
@@ -149,15 +141,22 @@ def load_policy(directory: Path) -> Policy:
     sla, _ = parse_model(SlaFile, directory / "sla.yaml")
     reference, _ = parse_model(ReferenceFile, directory / "reference.yaml")
     rules, _ = parse_model(RulesFile, directory / "rules.yaml")
-    _check_agency_kinds(directory / "roles.yaml", roles, reference)
+    _check_references(directory / "roles.yaml", roles, reference)
     return Policy(roles.roles, sla.sla, sla.timezone, reference, rules)
 
 
-def _check_agency_kinds(path: Path, roles: RolesFile, reference: ReferenceFile) -> None:
-    from .yamlfile import load
-
+def _check_references(path: Path, roles: RolesFile, reference: ReferenceFile) -> None:
+    """Names a role refers to (other roles, agency kinds) must exist."""
     _, lines = load(path)
     for name, role in roles.roles.items():
+        for i, inc in enumerate(role.includes):
+            if inc not in roles.roles:
+                raise DefinitionError(
+                    str(path),
+                    line_for(lines, ("roles", name, "includes", i)),
+                    f"roles.{name}.includes",
+                    f"unknown role {inc!r}",
+                )
         for i, g in enumerate(role.grants):
             for kind in g.when_agency_kind or ():
                 if kind not in reference.agency_kinds:

@@ -110,4 +110,10 @@ class Runtime:
     def verify_audit(self, *, deep: bool = False, progress=None) -> Verification:
         """Seal what is pending, then check the whole chain and its checkpoints."""
         self.audit.seal(self.db.engine)
-        return verify(self.db.engine, self.audit.key, deep=deep, progress=progress)
+        return verify(
+            self.db.engine,
+            self.audit.key,
+            self.audit.checkpoint_every,
+            deep=deep,
+            progress=progress,
+        )

@@ -69,7 +69,7 @@ class Scheduler:
         query = (
             sa.select(Deadline, Case)
             .join(Case, Case.id == Deadline.case_id)
-            .where(Deadline.status == "open", Deadline.due_at <= now)
+            .where(Deadline.status == "open", Deadline.due_at < now)
             .order_by(Deadline.due_at, Deadline.id)
             .limit(limit)
         )

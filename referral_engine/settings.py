@@ -40,7 +40,6 @@ class Settings(BaseSettings):
     password_hasher: str = "argon2"  # noqa: S105 - a scheme name, not a secret
     workflows_dir: Path = PROJECT_ROOT / "workflows"
     policies_dir: Path = PROJECT_ROOT / "policies"
-    audit_checkpoint_every: int = 1000
     # How often a PostgreSQL server's background sequencer links pending audit rows.
     audit_seal_interval_seconds: float = 1.0
     max_body_bytes: int = 1_000_000

@@ -34,22 +34,25 @@ def loads(text: str, name: str) -> tuple[Any, dict[Loc, int]]:
     if node is None:
         raise DefinitionError(name, 1, "(file)", "the file is empty")
     constructor = yaml.SafeLoader("")
-    return _walk(node, (), lines, constructor), lines
+    return _walk(node, (), lines, constructor, name), lines
 
 
-def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], constructor: Any) -> Any:
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], constructor: Any, name: str) -> Any:
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = constructor.construct_object(key_node, deep=True)
             if key in out:
-                raise DefinitionError("", key_node.start_mark.line + 1, str(key), "duplicate key")
-            out[key] = _walk(value_node, (*loc, key), lines, constructor)
+                raise DefinitionError(
+                    name, key_node.start_mark.line + 1, ".".join(map(str, (*loc, key))),
+                    "duplicate key",
+                )  # fmt: skip
+            out[key] = _walk(value_node, (*loc, key), lines, constructor, name)
             lines[(*loc, key)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_walk(n, (*loc, i), lines, constructor) for i, n in enumerate(node.value)]
+        return [_walk(n, (*loc, i), lines, constructor, name) for i, n in enumerate(node.value)]
     return constructor.construct_object(node, deep=True)
 
 

@@ -37,6 +37,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_checkpoint",
         sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("next_seq", sa.Integer(), nullable=False),
         sa.Column("hash", sa.LargeBinary(), nullable=False),
         sa.Column("mac", sa.LargeBinary(), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
