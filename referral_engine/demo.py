@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from .access import Actor
 from .models import Case, CaseHistory, Deadline, Person, Referral, User
-from .pathways import Workflow, _routes
+from .pathways import Workflow, event_routes
 from .people import normalise, phonetic
 from .types import utcnow
 
@@ -214,7 +214,7 @@ def paths(wf: Workflow) -> dict[str, list[tuple[str, str, str]]]:
     while todo:
         state = todo.popleft()
         for name, ev in wf.definition.events.items():
-            for sources, dest in _routes(ev):
+            for sources, dest in event_routes(ev):
                 if state in sources and dest and dest not in found:
                     found[dest] = [*found[state], (name, state, dest)]
                     todo.append(dest)

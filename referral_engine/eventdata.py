@@ -130,7 +130,7 @@ class EventSchema:
         try:
             clean = self.model.model_validate(data).model_dump(mode="json")
         except ValidationError as exc:
-            raise InvalidData([_field_error(e) for e in exc.errors()]) from None
+            raise InvalidData([field_error(e) for e in exc.errors()]) from None
         missing = [
             FieldError(f, f"is required when {k} is {clean.get(k)}")
             for f, spec in self.fields.items()
@@ -155,7 +155,7 @@ class EventSchema:
         return out
 
 
-def _field_error(err: dict[str, Any]) -> FieldError:
+def field_error(err: dict[str, Any]) -> FieldError:
     loc = [str(p) for p in err["loc"] if not str(p).startswith(("literal[", "function-"))]
     field = ".".join(loc) or "data"
     kind = err.get("type", "")

@@ -154,7 +154,7 @@ class Workflow:
         transitions = [
             {"trigger": name, "source": list(src), "dest": dest or src[0]}
             for name, ev in d.events.items()
-            for src, dest in _routes(ev)
+            for src, dest in event_routes(ev)
         ]
         graph = GraphMachine(
             model=type("Diagram", (), {})(),
@@ -194,7 +194,7 @@ class Workflow:
         }
 
 
-def _routes(ev: EventDef) -> list[tuple[tuple[str, ...], str | None]]:
+def event_routes(ev: EventDef) -> list[tuple[tuple[str, ...], str | None]]:
     if ev.routes:
         return [(r.from_ or ev.from_, r.to) for r in ev.routes]
     return [(ev.from_, ev.to)]
@@ -248,7 +248,7 @@ def compile_workflow(source: str, origin: str, policy: Policy) -> Workflow:
     for name, ev in d.events.items():
         guards = [_guard_condition(g, checker.guard_params[(name, i)]) for i, (g, _) in
                   enumerate(ev.guards)]  # fmt: skip
-        for (sources, dest), route in zip(_routes(ev), ev.routes or [None], strict=False):
+        for (sources, dest), route in zip(event_routes(ev), ev.routes or [None], strict=False):
             transitions.append(
                 {
                     "trigger": name,

@@ -32,7 +32,7 @@ from .clock import Clock, age_on
 from .db import Database
 from .engine import Engine, Opening
 from .errors import DomainError, FieldError, Forbidden, InvalidData, NotFound
-from .eventdata import _field_error
+from .eventdata import field_error
 from .models import Case, Referral
 from .notifications import Outbox
 from .policies import Policy
@@ -125,7 +125,7 @@ class Referrals:
         try:
             ref = ReferralIn.model_validate(body)
         except ValidationError as exc:
-            raise InvalidData([_field_error(e) for e in exc.errors()]) from None
+            raise InvalidData([field_error(e) for e in exc.errors()]) from None
         ref_vocab = self.policy.reference
         errors = [
             FieldError(f"concerns.{i}", f"unknown concern {c!r}")

@@ -521,3 +521,15 @@ def test_red_screening_after_a_breach_does_not_escalate_the_decision_twice(
     owed = [d for d in deadlines(runtime, case_id, "decision") if d["status"] != "cancelled"]
     assert [n["recipient_user_id"] for n in notices] == [staff["manager"].user_id]
     assert len(owed) == 1, owed  # one decision deadline, not a second one
+
+
+def test_a_deadline_is_breached_only_once_it_has_passed(runtime, refer, fire, clock):
+    """At the due instant the case is still on time; a moment later tick escalates it."""
+    case_id = refer()["case_id"]
+    fire(case_id, "officer", "screen", {"rag": "red", "rationale": "threats to kill"})
+    with runtime.db.reading() as s:
+        due = s.execute(sa.select(Deadline.due_at).where(Deadline.case_id == case_id)).scalar_one()
+    clock.at = due
+    assert runtime.scheduler.tick().breached == []
+    clock.at = due + timedelta(microseconds=1)
+    assert len(runtime.scheduler.tick().breached) == 1

@@ -380,7 +380,7 @@ class MashMachine(RuleBasedStateMachine):
     def _something_due(self) -> bool:
         with self.rt.db.reading() as s:
             query = sa.select(Deadline.id).where(
-                Deadline.status == "open", Deadline.due_at <= self.clock.now()
+                Deadline.status == "open", Deadline.due_at < self.clock.now()
             )
             return s.execute(query.limit(1)).first() is not None
 
@@ -389,7 +389,7 @@ class MashMachine(RuleBasedStateMachine):
     def tick(self) -> None:
         now = self.clock.now()
         before = self._world()
-        due = [d for d in before["deadline"] if d["status"] == "open" and d["due_at"] <= now]
+        due = [d for d in before["deadline"] if d["status"] == "open" and d["due_at"] < now]
         result = self.rt.scheduler.tick()
         after = self._world()
         assert after["cases"] == before["cases"]

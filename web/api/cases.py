@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from referral_engine.access import Actor
+from referral_engine.models import Case
 from referral_engine.runtime import Runtime
 from web.deps import actor, runtime
 from web.problems import RESPONSES
@@ -57,8 +58,6 @@ def fire_event(
     """Fire an event: 200 with the case as it now is; nothing changes on any error."""
     fired = rt.engine.fire(case_id, body.event, who, body.data, body.expected_version)
     with rt.db.reading() as s:
-        from referral_engine.models import Case
-
         case = s.get(Case, case_id)
         view = rt.cases.describe(s, who, case) if case and rt.access.can_see(who, case) else None
     return {
