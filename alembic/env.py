@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from alembic import context
 from sqlmodel import SQLModel
 
-from alembic import context
 from referral_engine import models  # noqa: F401  (registers the tables)
 from referral_engine.db import make_engine, normalise_url
 from referral_engine.settings import get_settings

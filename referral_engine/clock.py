@@ -13,6 +13,7 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import holidays
+from dateutil.relativedelta import relativedelta
 
 from .policies import Sla
 
@@ -89,7 +90,14 @@ def due_at(sla: Sla, start: datetime, tz_name: str = "Europe/London") -> datetim
         return add_working_days(start, sla.working_days, ZoneInfo(tz_name))
     if sla.calendar_days is not None:
         return start + timedelta(days=sla.calendar_days)
+    if sla.months is not None:
+        return start + relativedelta(months=sla.months)
     return start + timedelta(hours=sla.hours or 0)
+
+
+def local_midnight(day: date, tz: ZoneInfo = LONDON) -> datetime:
+    """The start of `day` on the UK calendar, in UTC."""
+    return datetime.combine(day, time(0, 0), tzinfo=tz).astimezone(UTC)
 
 
 def age_on(date_of_birth: date, on: date) -> int:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from .clock import due_at
+from . import dash
+from .clock import due_at, local_midnight
 from .errors import FieldError, InvalidData
 from .snapshot import Context, holds
 
@@ -77,6 +78,36 @@ class Assign:
 
 
 @dataclass(frozen=True)
+class ReferChildren:
+    """Refer each child in the subject's household to `pathway` (a new referral each)."""
+
+    pathway: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ListAtMeeting:
+    meeting_id: int
+
+
+@dataclass(frozen=True)
+class PauseClock:
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResumeClock:
+    pass
+
+
+@dataclass(frozen=True)
+class Anonymise:
+    """Remove every identifying detail of the subject (Duty to Notify)."""
+
+    keep: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Notify:
     kind: str
     audience: str
@@ -84,7 +115,8 @@ class Notify:
 
 
 Op = SetAttributes | AppendAttribute | SetRag | SetDeadline | MeetDeadline | OpenCase
-Op = Op | TellReferrer | Notify | Assign
+Op = Op | TellReferrer | Notify | Assign | ReferChildren | ListAtMeeting | PauseClock
+Op = Op | ResumeClock | Anonymise
 
 
 # --- effects ---------------------------------------------------------------------------
@@ -121,21 +153,36 @@ def set_rag(ctx: Context, p: SetRagParams) -> list[Op]:
 class SetDeadlineParams(Params):
     name: str
     sla: str
-    # What the time counts from: the case opening, the original referral, or now.
-    start: Literal["opened", "received", "now"] = "now"
+    # What the time counts from: the case opening, the original referral, now, or a
+    # date given in the event's data ("data.<field>", counted from the start of that day).
+    start: str = "now"
+    # "escalate" (an SLA: breached and escalated when missed), "remind" (a notice when
+    # due), or "fire:<event>" (a timer: the scheduler fires that event).
     on_due: str = "escalate"
     # Only bring an existing deadline of this name forward, never push it back.
     earlier_only: bool = False
 
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: str) -> str:
+        if v not in ("opened", "received", "now") and not v.startswith("data."):
+            raise ValueError("start is opened, received, now or data.<field>")
+        return v
 
-def set_deadline(ctx: Context, p: SetDeadlineParams) -> list[Op]:
-    sla = ctx.policy.sla[p.sla]
-    start = {
+
+def start_of(ctx: Context, start: str) -> datetime:
+    if start.startswith("data."):
+        return local_midnight(date.fromisoformat(ctx.data[start.removeprefix("data.")]))
+    return {
         "opened": ctx.snapshot.opened_at,
         "received": ctx.snapshot.received_at or ctx.snapshot.opened_at,
         "now": ctx.now,
-    }[p.start]
-    due = due_at(sla, start, ctx.policy.timezone)
+    }[start]
+
+
+def set_deadline(ctx: Context, p: SetDeadlineParams) -> list[Op]:
+    sla = ctx.policy.sla[p.sla]
+    due = due_at(sla, start_of(ctx, p.start), ctx.policy.timezone)
     current = ctx.snapshot.deadlines.get(p.name)
     if p.earlier_only and current and current.due_at <= due:
         return []
@@ -144,15 +191,17 @@ def set_deadline(ctx: Context, p: SetDeadlineParams) -> list[Op]:
 
 class MeetDeadlineParams(Params):
     name: str
+    # A target "where possible" (e.g. the NRM's reasonable grounds) never blocks.
+    late_reason_required: bool = True
 
 
 def meet_deadline(ctx: Context, p: MeetDeadlineParams) -> list[Op]:
     current = ctx.snapshot.deadlines.get(p.name)
-    if current is None or current.status not in ("open", "breached"):
+    if current is None or current.status not in ("open", "breached", "paused"):
         return []
     late = ctx.now > current.due_at
     reason = ctx.data.get("late_reason")
-    if late and not reason:
+    if late and not reason and p.late_reason_required:
         raise InvalidData(
             FieldError(
                 "late_reason",
@@ -164,15 +213,20 @@ def meet_deadline(ctx: Context, p: MeetDeadlineParams) -> list[Op]:
 
 
 class OpenCasesParams(Params):
-    field: str
+    # The pathways come from a data field (e.g. a decision's `onward`), or are fixed.
+    field: str | None = None
+    pathways: list[str] = []
 
 
 def open_cases(ctx: Context, p: OpenCasesParams) -> list[Op]:
-    wanted = ctx.data.get(p.field) or []
+    wanted = (ctx.data.get(p.field) or []) if p.field else p.pathways
     unknown = [w for w in wanted if w not in ctx.known_pathways]
     if unknown:
         raise InvalidData(
-            FieldError(p.field, f"pathway {', '.join(unknown)} is not set up in this installation")
+            FieldError(
+                p.field or "pathways",
+                f"pathway {', '.join(unknown)} is not set up in this installation",
+            )
         )
     return [
         OpenCase(w, reason=f"{ctx.snapshot.pathway}:{ctx.event}") for w in dict.fromkeys(wanted)
@@ -180,14 +234,16 @@ def open_cases(ctx: Context, p: OpenCasesParams) -> list[Op]:
 
 
 class TellReferrerParams(Params):
-    outcome: str
+    # The outcome: a data field's value, or a fixed value (e.g. "marac_declined").
+    outcome: str | None = None
+    value: str | None = None
     feedback: str | None = None
 
 
 def tell_referrer(ctx: Context, p: TellReferrerParams) -> list[Op]:
     if ctx.snapshot.referral_id is None:
         return []
-    outcome = ctx.data[p.outcome]
+    outcome = p.value or ctx.data[p.outcome or "outcome"]
     feedback = ctx.data.get(p.feedback) if p.feedback else None
     return [TellReferrer(outcome, feedback)]
 
@@ -199,6 +255,141 @@ class AssignParams(Params):
 
 def assign(ctx: Context, p: AssignParams) -> list[Op]:
     return [Assign(p.relation, ctx.users[p.field])]
+
+
+class AssessDashParams(Params):
+    pass
+
+
+def assess_dash(ctx: Context, p: AssessDashParams) -> list[Op]:
+    """Score the referral's DASH answers and work out which MARAC criteria hold."""
+    snap = ctx.snapshot
+    result = dash.assess(
+        ctx.policy.dash,
+        snap.details.get("dash"),
+        agency_kind=snap.agency_kind,
+        referred_at=snap.received_at or snap.opened_at,
+        last_marac_referral=snap.last_opened.get(snap.pathway),
+    )
+    return [SetAttributes({"dash": result, "criteria": result["criteria"]})]
+
+
+class ReferChildrenParams(Params):
+    pathway: str = "mash"
+
+
+def refer_children(ctx: Context, p: ReferChildrenParams) -> list[Op]:
+    return [ReferChildren(p.pathway, reason=f"{ctx.snapshot.pathway}:{ctx.event}")]
+
+
+class AppendAssessmentParams(Params):
+    attribute: str
+    # Rated fields: each entry records the change since the previous assessment.
+    compare: list[str]
+    fields: list[str] = []
+
+
+def append_assessment(ctx: Context, p: AppendAssessmentParams) -> list[Op]:
+    history = ctx.snapshot.attributes.get(p.attribute) or []
+    previous = history[-1] if history else {}
+    entry = {f: ctx.data.get(f) for f in [*p.compare, *p.fields]}
+    entry["change"] = {
+        f: {"from": previous.get(f), "to": ctx.data.get(f)}
+        for f in p.compare
+        if previous and previous.get(f) != ctx.data.get(f)
+    }
+    entry.update(at=ctx.now.isoformat(), by=ctx.actor.display_name, number=len(history) + 1)
+    return [AppendAttribute(p.attribute, entry)]
+
+
+class AddActionsParams(Params):
+    # A data field holding a list of actions, or None for one action in the data itself.
+    field: str | None = None
+    attribute: str = "actions"
+
+
+def add_actions(ctx: Context, p: AddActionsParams) -> list[Op]:
+    """Number each new action, keep it on the case, and chase it when it falls due."""
+    existing = list(ctx.snapshot.attributes.get(p.attribute) or [])
+    given = (ctx.data.get(p.field) or []) if p.field else [ctx.data]
+    ops: list[Op] = []
+    for item in given:
+        number = len(existing) + 1
+        action = {
+            "id": f"A{number}",
+            "owner_agency": item["owner_agency"],
+            "description": item["description"],
+            "due": item["due"],
+            "status": "open",
+            "added_at": ctx.now.isoformat(),
+            "added_by": ctx.actor.display_name,
+            "meeting_id": ctx.snapshot.attributes.get("meeting_id"),
+        }
+        existing.append(action)
+        due = local_midnight(date.fromisoformat(item["due"])) + timedelta(days=1)
+        ops.append(SetDeadline(f"action_{action['id']}", f"Action {action['id']}", due, "remind"))
+    return [SetAttributes({p.attribute: existing}), *ops]
+
+
+class CompleteActionParams(Params):
+    field: str = "action_id"
+    attribute: str = "actions"
+
+
+def complete_action(ctx: Context, p: CompleteActionParams) -> list[Op]:
+    actions = [dict(a) for a in ctx.snapshot.attributes.get(p.attribute) or []]
+    wanted = ctx.data[p.field]
+    match = next((a for a in actions if a["id"] == wanted), None)
+    if match is None:
+        known = ", ".join(a["id"] for a in actions) or "none yet"
+        raise InvalidData(FieldError(p.field, f"no action {wanted!r} on this case ({known})"))
+    if match["status"] != "open":
+        raise InvalidData(FieldError(p.field, f"action {wanted} is already {match['status']}"))
+    match.update(
+        status="done" if ctx.data.get("done", True) else "not_done",
+        outcome=ctx.data.get("outcome"),
+        closed_at=ctx.now.isoformat(),
+        closed_by=ctx.actor.display_name,
+    )
+    return [SetAttributes({p.attribute: actions}), MeetDeadline(f"action_{wanted}", None)]
+
+
+class ListAtMeetingParams(Params):
+    field: str = "meeting_id"
+
+
+def list_at_meeting(ctx: Context, p: ListAtMeetingParams) -> list[Op]:
+    meeting_id, day = ctx.meetings[p.field]
+    return [
+        ListAtMeeting(meeting_id),
+        SetAttributes({"meeting_id": meeting_id, "meeting_date": day.isoformat()}),
+    ]
+
+
+class PauseParams(Params):
+    field: str = "reason"
+
+
+def pause_clock(ctx: Context, p: PauseParams) -> list[Op]:
+    pauses = list(ctx.snapshot.attributes.get("pauses") or [])
+    pauses.append({"from": ctx.now.isoformat(), "reason": ctx.data[p.field],
+                   "by": ctx.actor.display_name, "to": None})  # fmt: skip
+    return [PauseClock(ctx.data[p.field]), SetAttributes({"pauses": pauses, "paused": True})]
+
+
+def resume_clock(ctx: Context, p: Params) -> list[Op]:
+    pauses = [dict(x) for x in ctx.snapshot.attributes.get("pauses") or []]
+    if pauses and pauses[-1].get("to") is None:
+        pauses[-1]["to"] = ctx.now.isoformat()
+    return [ResumeClock(), SetAttributes({"pauses": pauses, "paused": False})]
+
+
+class AnonymiseParams(Params):
+    keep: list[str] = ["gender"]
+
+
+def anonymise(ctx: Context, p: AnonymiseParams) -> list[Op]:
+    return [Anonymise(tuple(p.keep))]
 
 
 class NotifyParams(Params):
@@ -228,6 +419,15 @@ EFFECTS: dict[str, Effect] = {
     "tell_referrer": Effect(TellReferrerParams, tell_referrer),
     "notify": Effect(NotifyParams, notify),
     "assign": Effect(AssignParams, assign),
+    "assess_dash": Effect(AssessDashParams, assess_dash),
+    "refer_children": Effect(ReferChildrenParams, refer_children),
+    "append_assessment": Effect(AppendAssessmentParams, append_assessment),
+    "add_actions": Effect(AddActionsParams, add_actions),
+    "complete_action": Effect(CompleteActionParams, complete_action),
+    "list_at_meeting": Effect(ListAtMeetingParams, list_at_meeting),
+    "pause_clock": Effect(PauseParams, pause_clock),
+    "resume_clock": Effect(Params, resume_clock),
+    "anonymise": Effect(AnonymiseParams, anonymise),
 }
 
 

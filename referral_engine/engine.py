@@ -12,24 +12,30 @@ the refusal itself is then audited in a transaction of its own.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from . import intake
 from .access import SYSTEM, Access, Actor
 from .audit import AuditLog
-from .clock import Clock
+from .clock import LONDON, Clock
 from .db import Database
 from .effects import (
+    Anonymise,
     AppendAttribute,
     Assign,
+    ListAtMeeting,
     MeetDeadline,
     Notify,
     Op,
     OpenCase,
+    PauseClock,
+    ReferChildren,
+    ResumeClock,
     SetAttributes,
     SetDeadline,
     SetRag,
@@ -45,7 +51,18 @@ from .errors import (
     NotValidNow,
     StaleVersion,
 )
-from .models import Case, CaseHistory, Deadline, Referral, User, WorkflowVersion
+from .intake import Opening
+from .models import (
+    Case,
+    CaseHistory,
+    Deadline,
+    Meeting,
+    MeetingCase,
+    Person,
+    Referral,
+    User,
+    WorkflowVersion,
+)
 from .notifications import Outbox
 from .pathways import Workflow, Workflows
 from .policies import Policy
@@ -55,8 +72,11 @@ _case = Case.__table__
 _history = CaseHistory.__table__
 _deadline = Deadline.__table__
 _referral = Referral.__table__
+_meeting = Meeting.__table__
+_meeting_case = MeetingCase.__table__
 
 OPEN_DEADLINE = ("open", "breached")
+LIVE_DEADLINE = (*OPEN_DEADLINE, "paused")
 
 
 @dataclass(frozen=True)
@@ -67,23 +87,6 @@ class Fired:
     to_state: str
     version: int
     opened: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Opening:
-    """What a new case starts from: its person, and the referral it came from if any."""
-
-    pathway: str
-    person_id: int | None
-    referral_id: int | None = None
-    received_at: datetime | None = None
-    subject: dict[str, Any] | None = None
-    is_child: bool = False
-    referrer_id: int | None = None
-    agency_id: int | None = None
-    parent_case_id: int | None = None
-    attributes: dict[str, Any] | None = None
-    reason: str = "referral"
 
 
 class Engine:
@@ -207,8 +210,11 @@ class Engine:
             raise NotValidNow(f"{event} cannot happen while the case is {row.state}")
         clean = wf.schemas[event].validate(data)
         users = self._resolve_users(s, wf, event, clean)
+        meetings = self._resolve_meetings(s, wf, event, clean, now)
         snap = self._snapshot(s, row)
-        ctx = Context(snap, event, clean, actor, now, self.policy, self.workflows.pathways, users)
+        ctx = Context(
+            snap, event, clean, actor, now, self.policy, self.workflows.pathways, users, meetings
+        )
         to_state = wf.next_state(ctx)
         ops = plan_effects(ctx, wf.effects[event])
         opened = self._apply(s, wf, snap, to_state, ops, actor, now)
@@ -226,9 +232,11 @@ class Engine:
                 "data": clean,
             },
         )
+        # An anonymised record is no longer linked to a person, not even in its audit row.
+        anonymous = any(isinstance(op, Anonymise) for op in ops)
         self.audit.record(
             s, actor, f"{actor.source}:case:{event}", target=f"case:{case_id}",
-            case_id=case_id, person_id=snap.person_id, at=now,
+            case_id=case_id, person_id=None if anonymous else snap.person_id, at=now,
             summary={"pathway": wf.pathway, "event": event, "from": snap.state,
                      "to": to_state, "version": snap.version + 1,
                      "fields": sorted(clean), "opened": list(opened)},
@@ -262,20 +270,122 @@ class Engine:
             out[name] = uid
         return out
 
+    def _resolve_meetings(
+        self, s: Session, wf: Workflow, event: str, data: dict[str, Any], now: datetime
+    ) -> dict[str, tuple[int, Any]]:
+        """A `meeting` field names a future meeting of this pathway with room; left out,
+        it means the next such meeting."""
+        out = {}
+        today = now.astimezone(LONDON).date()
+        for name in wf.schemas[event].meetings:
+            listed = (
+                sa.select(sa.func.count())
+                .where(_meeting_case.c.meeting_id == _meeting.c.id)
+                .scalar_subquery()
+            )
+            query = (
+                sa.select(_meeting.c.id, _meeting.c.date, _meeting.c.capacity, listed)
+                .where(_meeting.c.pathway == wf.pathway, _meeting.c.date >= today)
+                .order_by(_meeting.c.date, _meeting.c.id)
+            )
+            if name in data:
+                row = s.connection().execute(query.where(_meeting.c.id == data[name])).first()
+                if row is None:
+                    raise InvalidData(
+                        FieldError(name, f"no {wf.pathway} meeting {data[name]} from today on")
+                    )
+                if row[3] >= row.capacity:
+                    raise InvalidData(FieldError(name, f"meeting {row.id} is full"))
+            else:
+                row = next((r for r in s.connection().execute(query) if r[3] < r.capacity), None)
+                if row is None:
+                    raise InvalidData(
+                        FieldError(name, f"no {wf.pathway} meeting with room; set one up first")
+                    )
+            out[name] = (row.id, row.date)
+        return out
+
+    def _refer_children(
+        self, s: Session, snap: Snapshot, pathway: str, reason: str, actor: Actor
+    ) -> list[int]:
+        """Refer each child in the subject's household, as a referral of their own."""
+        if snap.referrer_id is None:
+            return []
+        now = self.clock.now()
+        limit = self.policy.rules.child_age_limit
+        opened = []
+        for member in snap.subject.get("household") or []:
+            if not intake.is_child(member, now.date(), limit):
+                continue
+            given, _, family = (member.get("name") or "").strip().rpartition(" ")
+            subject = {
+                "given_name": given or None,
+                "family_name": family or None,
+                "date_of_birth": member.get("date_of_birth"),
+                "estimated_age": member.get("age"),
+                "address": snap.subject.get("address"),
+                "postcode": snap.subject.get("postcode"),
+                "household": [],
+            }
+            got = intake.receive(
+                s, self, self.policy, now, actor,
+                referrer_id=snap.referrer_id, agency_id=snap.agency_id,
+                agency_kind=snap.agency_kind, pathway=pathway, subject=subject,
+                concerns=["domestic_abuse"],
+                summary=(f"A child in the household of a {snap.pathway} case, referred "
+                         "automatically for a safeguarding check."),
+                consent="not_sought",
+                consent_reason="Automatic referral: child in a high-risk domestic abuse household",
+                parent_case_id=snap.case_id, reason=reason,
+            )  # fmt: skip
+            opened.append(got.case_id)
+        return opened
+
+    def _anonymise(self, s: Session, snap: Snapshot, keep: tuple[str, ...]) -> None:
+        """Remove every identifying detail of the subject, and the link to the person.
+
+        Used for a Duty to Notify record: an adult who did not consent is reported
+        anonymously, so nothing here may say who they are.
+        """
+        conn = s.connection()
+        kept = {k: snap.subject.get(k) for k in keep if snap.subject.get(k) is not None}
+        kept.update(anonymised=True, age_group="child" if snap.is_child else "adult")
+        if snap.referral_id is not None:
+            conn.execute(
+                _referral.update()
+                .where(_referral.c.id == snap.referral_id)
+                .values(
+                    subject=kept, summary="[withheld: Duty to Notify, anonymous]", details={},
+                    person_id=None, possible_matches=[], request_hash=None,
+                    idempotency_key=None, consent_reason=None,
+                )
+            )  # fmt: skip
+        conn.execute(_case.update().where(_case.c.id == snap.case_id).values(person_id=None))
+        if snap.person_id is not None:
+            still_used = conn.execute(
+                sa.select(
+                    sa.exists().where(_case.c.person_id == snap.person_id)
+                    | sa.exists().where(_referral.c.person_id == snap.person_id)
+                )
+            ).scalar()
+            if not still_used:
+                conn.execute(sa.delete(Person).where(Person.id == snap.person_id))
+
     def _snapshot(self, s: Session, row: Any) -> Snapshot:
+        conn = s.connection()
         ref = None
         if row.referral_id is not None:
-            ref = s.connection().execute(
+            ref = conn.execute(
                 sa.select(
-                    _referral.c.received_at, _referral.c.subject,
-                    _referral.c.is_child, _referral.c.referrer_id,
+                    _referral.c.received_at, _referral.c.subject, _referral.c.is_child,
+                    _referral.c.referrer_id, _referral.c.details, _referral.c.agency_kind,
                 ).where(_referral.c.id == row.referral_id)
             ).first()  # fmt: skip
         deadlines = {
-            d.name: DeadlineView(d.name, d.label, d.due_at, d.status, d.on_due)
-            for d in s.connection().execute(
+            d.name: DeadlineView(d.name, d.label, d.due_at, d.status, d.on_due, d.paused_at)
+            for d in conn.execute(
                 sa.select(_deadline).where(
-                    _deadline.c.case_id == row.id, _deadline.c.status.in_(OPEN_DEADLINE)
+                    _deadline.c.case_id == row.id, _deadline.c.status.in_(LIVE_DEADLINE)
                 )
             )
         }
@@ -298,7 +408,22 @@ class Engine:
             allocated_to_id=row.allocated_to_id,
             assigned_to_id=row.assigned_to_id,
             deadlines=deadlines,
+            details=dict(ref.details or {}) if ref else {},
+            agency_kind=ref.agency_kind if ref else None,
+            last_opened=self._last_opened(s, row.person_id, row.id),
         )
+
+    @staticmethod
+    def _last_opened(s: Session, person_id: int | None, case_id: int | None) -> dict:
+        """When this person's other cases on each pathway were last opened."""
+        if person_id is None:
+            return {}
+        rows = s.connection().execute(
+            sa.select(_case.c.pathway, sa.func.max(_case.c.opened_at))
+            .where(_case.c.person_id == person_id, _case.c.id != (case_id or -1))
+            .group_by(_case.c.pathway)
+        )
+        return {pathway: _aware(at) for pathway, at in rows if at is not None}
 
     def _apply(
         self,
@@ -311,27 +436,8 @@ class Engine:
         now: datetime,
     ) -> list[int]:
         """Write the planned change. The case row first: it is the concurrency check."""
-        attributes = dict(snap.attributes)
-        rag = snap.rag
-        people = {"assigned": snap.assigned_to_id, "allocated": snap.allocated_to_id}
-        deadlines = dict(snap.deadlines)
         closing = wf.is_terminal(to_state) and not wf.is_terminal(snap.state)
-        if closing:
-            deadlines = {}  # a closed case is due nothing
-        for op in ops:
-            match op:
-                case SetAttributes(values):
-                    attributes.update(values)
-                case AppendAttribute(name, item):
-                    attributes[name] = [*attributes.get(name, []), item]
-                case SetRag(value):
-                    rag = value
-                case SetDeadline(name, label, due, on_due):
-                    deadlines[name] = DeadlineView(name, label, due, "open", on_due)
-                case MeetDeadline(name):
-                    deadlines.pop(name, None)
-                case Assign(relation, user_id):
-                    people[relation] = user_id
+        after = _fold(snap, ops, now, closing=closing)
         changed = (
             s.connection()
             .execute(
@@ -340,13 +446,8 @@ class Engine:
                 .values(
                     state=to_state,
                     version=snap.version + 1,
-                    attributes=attributes,
-                    rag=rag,
-                    priority=0 if rag == "red" else 1,
-                    due_at=_case_due(deadlines),
                     updated_at=now,
-                    assigned_to_id=people["assigned"],
-                    allocated_to_id=people["allocated"],
+                    **_row_values(after),
                     **({"closed": True, "closed_at": now} if closing else {}),
                 )
             )
@@ -355,9 +456,6 @@ class Engine:
         if changed != 1:
             raise StaleVersion("someone else changed the case first; reload and try again")
         opened: list[int] = []
-        after = replace(
-            snap, assigned_to_id=people["assigned"], allocated_to_id=people["allocated"]
-        )
         for op in ops:
             opened.extend(self._apply_op(s, after, op, actor, now))
         if closing:
@@ -420,24 +518,59 @@ class Engine:
                             referrer_id=snap.referrer_id,
                             agency_id=snap.agency_id,
                             parent_case_id=snap.case_id,
+                            details=snap.details,
+                            agency_kind=snap.agency_kind,
                             reason=reason,
                         ),
                         actor,
                     )
                 ]
             case TellReferrer(outcome, feedback):
-                s.connection().execute(
-                    _referral.update()
-                    .where(_referral.c.id == snap.referral_id)
-                    .values(outcome=outcome, outcome_at=now, feedback_to_referrer=feedback)
+                # Only the case a referral opened answers it: an onward case (MARAC after
+                # a MASH decision) must not overwrite the MASH outcome the referrer was told.
+                told = (
+                    s.connection()
+                    .execute(
+                        _referral.update()
+                        .where(
+                            _referral.c.id == snap.referral_id,
+                            _referral.c.case_id == snap.case_id,
+                        )
+                        .values(outcome=outcome, outcome_at=now, feedback_to_referrer=feedback)
+                    )
+                    .rowcount
                 )
-                if snap.referrer_id is not None:
+                if told and snap.referrer_id is not None:
                     self.outbox.enqueue(
                         s, kind="referral_outcome", user_ids=[snap.referrer_id],
                         case_id=snap.case_id, referral_id=snap.referral_id,
                         payload={"outcome": outcome, "feedback": feedback},
                         dedupe=f"referral:{snap.referral_id}:outcome:{snap.case_id}",
                     )  # fmt: skip
+            case ReferChildren(pathway, reason):
+                return self._refer_children(s, snap, pathway, reason, actor)
+            case ListAtMeeting(meeting_id):
+                s.connection().execute(
+                    _meeting_case.insert(),
+                    {"meeting_id": meeting_id, "case_id": snap.case_id, "listed_at": now},
+                )
+            case PauseClock():
+                s.connection().execute(
+                    _deadline.update()
+                    .where(_deadline.c.case_id == snap.case_id, _deadline.c.status == "open")
+                    .values(status="paused", paused_at=now)
+                )
+            case ResumeClock():
+                for d in snap.deadlines.values():
+                    if d.status == "paused":
+                        resumed = _resumed(d, now)
+                        s.connection().execute(
+                            _deadline.update()
+                            .where(_deadline.c.case_id == snap.case_id, _deadline.c.name == d.name)
+                            .values(status="open", paused_at=None, due_at=resumed.due_at)
+                        )
+            case Anonymise(keep):
+                self._anonymise(s, snap, keep)
             case Notify(kind, audience, payload):
                 users = self.audience(s, audience, snap)
                 self.outbox.enqueue(
@@ -493,17 +626,17 @@ class Engine:
             is_child=opening.is_child, person_id=opening.person_id,
             referral_id=opening.referral_id, referrer_id=opening.referrer_id,
             agency_id=opening.agency_id, allocated_to_id=None, assigned_to_id=None,
+            details=dict(opening.details or {}), agency_kind=opening.agency_kind,
+            last_opened=self._last_opened(s, opening.person_id, case_id),
         )  # fmt: skip
         ctx = Context(snap, "open", {}, actor, now, self.policy, self.workflows.pathways)
         ops = plan_effects(ctx, wf.on_open)
+        after = _fold(snap, ops, now, closing=False)
+        s.connection().execute(
+            _case.update().where(_case.c.id == case_id).values(**_row_values(after))
+        )
         for op in ops:
-            self._apply_op(s, snap, op, actor, now)
-        due = _case_due(
-            {op.name: DeadlineView(op.name, op.label, op.due_at, "open", op.on_due)
-             for op in ops if isinstance(op, SetDeadline)}
-        )  # fmt: skip
-        if due is not None:
-            s.connection().execute(_case.update().where(_case.c.id == case_id).values(due_at=due))
+            self._apply_op(s, after, op, actor, now)
         s.connection().execute(
             _history.insert(),
             {"case_id": case_id, "version": 1, "event": "open", "from_state": None,
@@ -528,7 +661,67 @@ class Engine:
         ]
 
 
+def _fold(snap: Snapshot, ops: list[Op], now: datetime, *, closing: bool) -> Snapshot:
+    """The case as the planned operations leave it (in memory; nothing is written)."""
+    attributes = dict(snap.attributes)
+    rag = snap.rag
+    people = {"assigned": snap.assigned_to_id, "allocated": snap.allocated_to_id}
+    deadlines = {} if closing else dict(snap.deadlines)  # a closed case is due nothing
+    for op in ops:
+        match op:
+            case SetAttributes(values):
+                attributes.update(values)
+            case AppendAttribute(name, item):
+                attributes[name] = [*attributes.get(name, []), item]
+            case SetRag(value):
+                rag = value
+            case SetDeadline(name, label, due, on_due):
+                deadlines[name] = DeadlineView(name, label, due, "open", on_due)
+            case MeetDeadline(name):
+                deadlines.pop(name, None)
+            case Assign(relation, user_id):
+                people[relation] = user_id
+            case PauseClock():
+                deadlines = {
+                    k: replace(d, status="paused", paused_at=now) if d.status == "open" else d
+                    for k, d in deadlines.items()
+                }
+            case ResumeClock():
+                deadlines = {k: _resumed(d, now) for k, d in deadlines.items()}
+    return replace(
+        snap,
+        attributes=attributes,
+        rag=rag,
+        deadlines=deadlines,
+        assigned_to_id=people["assigned"],
+        allocated_to_id=people["allocated"],
+    )
+
+
+def _row_values(snap: Snapshot) -> dict[str, Any]:
+    """The case row's columns that operations can change."""
+    return {
+        "attributes": snap.attributes,
+        "rag": snap.rag,
+        "priority": 0 if snap.rag == "red" else 1,
+        "due_at": _case_due(snap.deadlines),
+        "assigned_to_id": snap.assigned_to_id,
+        "allocated_to_id": snap.allocated_to_id,
+    }
+
+
 def _case_due(deadlines: dict[str, DeadlineView]) -> datetime | None:
-    """The case's due time: its earliest open deadline that escalates when missed."""
-    dues = [d.due_at for d in deadlines.values() if d.on_due == "escalate"]
+    """The case's due time: its earliest running deadline that escalates when missed."""
+    dues = [d.due_at for d in deadlines.values() if d.on_due == "escalate" and d.status != "paused"]
     return min(dues) if dues else None
+
+
+def _resumed(d: DeadlineView, now: datetime) -> DeadlineView:
+    """A paused deadline, running again: the paused time does not count against it."""
+    if d.status != "paused" or d.paused_at is None:
+        return d
+    return replace(d, status="open", due_at=d.due_at + (now - d.paused_at), paused_at=None)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

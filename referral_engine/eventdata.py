@@ -22,7 +22,7 @@ from pydantic import (
 from .errors import FieldError, InvalidData
 
 FieldType = Literal[
-    "text", "choice", "choices", "bool", "date", "datetime", "integer", "list", "user"
+    "text", "choice", "choices", "bool", "date", "datetime", "integer", "list", "user", "meeting"
 ]
 
 
@@ -82,6 +82,8 @@ def _annotation(name: str, spec: FieldSpec, vocab: Vocabularies) -> Any:
             return datetime
         case "integer":
             return Annotated[int, Field(ge=spec.min, le=spec.max)]
+        case "meeting":
+            return Annotated[int, Field(ge=1)]
         case "list":
             item = compile_model(f"{name}_item", spec.items or {}, vocab)
             return Annotated[list[item], Field(min_length=spec.min_items)]  # type: ignore[valid-type]
@@ -118,6 +120,7 @@ class EventSchema:
         self.fields = fields
         self.model = compile_model(name, fields, vocab, extra=self.COMMON)
         self.users = {f: s for f, s in fields.items() if s.type == "user"}
+        self.meetings = [f for f, s in fields.items() if s.type == "meeting"]
         self.choices = {
             f: _choices(s, vocab) for f, s in fields.items() if s.type in ("choice", "choices")
         }

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from alembic.config import Config
-
 from alembic import command
+from alembic.config import Config
 
 from .db import normalise_url
 from .settings import PROJECT_ROOT

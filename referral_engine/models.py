@@ -85,6 +85,44 @@ class Person(SQLModel, table=True):
     estimated_age: int | None = None
     gender: str | None = Field(default=None, max_length=60)
     created_at: datetime = _ts(default_factory=utcnow)
+    # Set while this record is merged into another (undone by clearing it).
+    merged_into_id: int | None = Field(default=None, index=True)
+
+
+class PersonMerge(SQLModel, table=True):
+    """A MASH manager's merge of two person records, kept so that it can be undone."""
+
+    __tablename__ = "person_merge"
+    id: int | None = Field(default=None, primary_key=True)
+    from_person_id: int = Field(index=True)
+    into_person_id: int = Field(index=True)
+    reason: str = Field(sa_type=sa.Text)
+    moved_cases: list = _json(default_factory=list)
+    moved_referrals: list = _json(default_factory=list)
+    merged_at: datetime = _ts(default_factory=utcnow)
+    merged_by_id: int | None = None
+    undone_at: datetime | None = _ts(default=None)
+    undone_by_id: int | None = None
+
+
+class Meeting(SQLModel, table=True):
+    """A MARAC or Channel panel meeting, with room for a number of cases."""
+
+    __tablename__ = "meeting"
+    __table_args__ = (sa.Index("ix_meeting_pathway_date", "pathway", "date"),)
+    id: int | None = Field(default=None, primary_key=True)
+    pathway: str = Field(max_length=60)
+    date: date
+    capacity: int
+    created_at: datetime = _ts(default_factory=utcnow)
+    created_by_id: int | None = None
+
+
+class MeetingCase(SQLModel, table=True):
+    __tablename__ = "meeting_case"
+    meeting_id: int = Field(foreign_key="meeting.id", primary_key=True)
+    case_id: int = Field(foreign_key="cases.id", primary_key=True, index=True)
+    listed_at: datetime = _ts(default_factory=utcnow)
 
 
 class Referral(SQLModel, table=True):
@@ -98,7 +136,8 @@ class Referral(SQLModel, table=True):
     agency_id: int | None = Field(default=None, foreign_key="agency.id")
     agency_kind: str | None = Field(default=None, max_length=40)
     pathway: str = Field(max_length=60)
-    person_id: int = Field(foreign_key="person.id", index=True)
+    # None once a Duty to Notify record has been made anonymous.
+    person_id: int | None = Field(default=None, foreign_key="person.id", index=True)
     case_id: int | None = Field(default=None, index=True)
     subject: dict = _json()
     concerns: list = _json()
@@ -176,6 +215,8 @@ class Deadline(SQLModel, table=True):
     on_due: str = Field(default="escalate", max_length=80)
     met_at: datetime | None = _ts(default=None)
     breached_at: datetime | None = _ts(default=None)
+    # While the pathway clock is paused (waiting on a third party): since when.
+    paused_at: datetime | None = _ts(default=None)
     late_reason: str | None = Field(default=None, sa_type=sa.Text)
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .dash import DashPolicy
 from .errors import DefinitionError
 from .yamlfile import line_for, load, parse_model
 
@@ -64,13 +65,14 @@ class Sla(Strict):
     label: str
     working_days: int | None = Field(default=None, ge=0)
     calendar_days: int | None = Field(default=None, ge=0)
+    months: int | None = Field(default=None, ge=0)
     hours: float | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _exactly_one(self):
-        given = [v for v in (self.working_days, self.calendar_days, self.hours) if v is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of working_days, calendar_days, hours")
+        units = (self.working_days, self.calendar_days, self.months, self.hours)
+        if sum(v is not None for v in units) != 1:
+            raise ValueError("give exactly one of working_days, calendar_days, months, hours")
         return self
 
 
@@ -85,6 +87,14 @@ class ReferenceFile(Strict):
     consent: dict[str, str]
     mash_outcomes: dict[str, str]
     onward_pathways: dict[str, str]
+    marac_criteria: dict[str, str]
+    exploitation_types: dict[str, str]
+    vaf_ratings: dict[str, str]
+    vaf_factors: dict[str, str]
+    gang_exit_needs: dict[str, str]
+    rag_ratings: dict[str, str]
+    # Agency kinds whose staff are regulated professionals with the FGM reporting duty.
+    fgm_duty_agency_kinds: dict[str, str]
 
 
 class SignIn(Strict):
@@ -113,6 +123,7 @@ class Policy:
     timezone: str
     reference: ReferenceFile
     rules: RulesFile
+    dash: DashPolicy
 
     def grants_for(self, roles: list[str] | tuple[str, ...]) -> tuple[Grant, ...]:
         """Every grant of these roles, following `includes`."""
@@ -141,8 +152,9 @@ def load_policy(directory: Path) -> Policy:
     sla, _ = parse_model(SlaFile, directory / "sla.yaml")
     reference, _ = parse_model(ReferenceFile, directory / "reference.yaml")
     rules, _ = parse_model(RulesFile, directory / "rules.yaml")
+    dash, _ = parse_model(DashPolicy, directory / "dash.yaml")
     _check_references(directory / "roles.yaml", roles, reference)
-    return Policy(roles.roles, sla.sla, sla.timezone, reference, rules)
+    return Policy(roles.roles, sla.sla, sla.timezone, reference, rules, dash)
 
 
 def _check_references(path: Path, roles: RolesFile, reference: ReferenceFile) -> None:

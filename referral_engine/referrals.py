@@ -8,12 +8,10 @@ request with the same Idempotency-Key returns the referral it already created.
 from __future__ import annotations
 
 import hashlib
-import secrets
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from dateutil.relativedelta import relativedelta
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,12 +23,12 @@ from pydantic import (
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from . import people
+from . import intake
 from .access import Access, Actor
 from .audit import AuditLog, canonical
-from .clock import Clock, age_on
+from .clock import Clock
 from .db import Database
-from .engine import Engine, Opening
+from .engine import Engine
 from .errors import DomainError, FieldError, Forbidden, InvalidData, NotFound
 from .eventdata import field_error
 from .models import Case, Referral
@@ -39,7 +37,6 @@ from .policies import Policy
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)]
-REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: read over the phone
 
 
 class Strict(BaseModel):
@@ -100,6 +97,10 @@ class ReferralIn(Strict):
     referrer_contact: Contact | None = None
     victim_aware: bool | None = None
     victim_aware_reason: LongText | None = None
+
+
+# What of a referral, besides its subject and narrative, is kept in its `details`.
+DETAILS = {"dash", "referrer_contact", "victim_aware", "victim_aware_reason", "fgm_duty"}
 
 
 class Referrals:
@@ -203,74 +204,23 @@ class Referrals:
         self, s: Session, actor: Actor, ref: ReferralIn, key: str | None, digest: str
     ) -> dict:
         now = self.clock.now()
-        subj = ref.subject
-        match = people.find_or_create(
-            s,
-            given_name=subj.given_name,
-            family_name=subj.family_name,
-            date_of_birth=subj.date_of_birth,
-            estimated_age=subj.estimated_age,
-            gender=subj.gender,
-        )
-        is_child = self.is_child(subj, now.date())
-        months = self.policy.rules.repeat_referral_window_months
-        repeat_of = s.execute(
-            sa.select(Referral.id)
-            .where(
-                Referral.person_id == match.person_id,
-                Referral.received_at >= now - relativedelta(months=months),
-            )
-            .order_by(Referral.received_at.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        referral = Referral(
-            reference=self._reference(s, now),
+        got = intake.receive(
+            s, self.engine, self.policy, now, actor,
             referrer_id=actor.user_id,  # type: ignore[arg-type]
             agency_id=actor.agency_id,
             agency_kind=actor.agency_kind,
             pathway=ref.pathway,
-            person_id=match.person_id,
-            subject=subj.model_dump(mode="json"),
-            concerns=list(dict.fromkeys(ref.concerns)),
+            subject=ref.subject.model_dump(mode="json"),
+            concerns=ref.concerns,
             summary=ref.summary,
             immediate_danger=ref.immediate_danger,
             consent=ref.consent,
             consent_reason=ref.consent_reason,
-            details=ref.model_dump(
-                mode="json",
-                include={"dash", "referrer_contact", "victim_aware", "victim_aware_reason"},
-                exclude_none=True,
-            ),
-            received_at=now,
+            details=ref.model_dump(mode="json", include=DETAILS, exclude_none=True),
             idempotency_key=key,
             request_hash=digest,
-            is_child=is_child,
-            repeat_of_referral_id=repeat_of,
-            possible_matches=list(match.possible),
-        )
-        s.add(referral)
-        s.flush()
-        case_id = self.engine.open_case(
-            s,
-            Opening(
-                pathway=ref.pathway,
-                person_id=match.person_id,
-                referral_id=referral.id,
-                received_at=now,
-                subject=referral.subject,
-                is_child=is_child,
-                referrer_id=actor.user_id,
-                agency_id=actor.agency_id,
-                attributes={
-                    "repeat": repeat_of is not None,
-                    "immediate_danger": ref.immediate_danger,
-                    "concerns": referral.concerns,
-                },
-            ),
-            actor,
-        )
-        referral.case_id = case_id
-        s.flush()
+        )  # fmt: skip
+        referral, case_id, match = got.referral, got.case_id, got.match
         self.outbox.enqueue(
             s, kind="referral_received", user_ids=[actor.user_id] if actor.user_id else [],
             referral_id=referral.id, payload={"reference": referral.reference},
@@ -280,24 +230,11 @@ class Referrals:
             s, actor, f"{actor.source}:referral:create", target=f"referral:{referral.id}",
             case_id=case_id, person_id=match.person_id, at=now,
             summary={"reference": referral.reference, "pathway": ref.pathway,
-                     "repeat_of": repeat_of, "matched_person": match.matched,
-                     "possible_matches": list(match.possible)},
+                     "repeat_of": referral.repeat_of_referral_id,
+                     "matched_person": match.matched, "possible_matches": list(match.possible)},
         )  # fmt: skip
         case = s.get(Case, case_id)
         return self._created(referral, case, replayed=False)
-
-    def is_child(self, subj: Subject, today: date) -> bool:
-        limit = self.policy.rules.child_age_limit
-        if subj.date_of_birth is not None:
-            return age_on(subj.date_of_birth, today) < limit
-        return subj.estimated_age is not None and subj.estimated_age < limit
-
-    def _reference(self, s: Session, now: datetime) -> str:
-        while True:
-            code = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(6))
-            reference = f"RE-{now:%Y}-{code}"
-            if not s.execute(sa.select(Referral.id).where(Referral.reference == reference)).first():
-                return reference
 
     @staticmethod
     def _created(referral: Referral, case: Case | None, *, replayed: bool) -> dict:

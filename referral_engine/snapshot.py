@@ -7,7 +7,7 @@ alone, with no database, so the rules are testable on their own.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from .access import Actor
@@ -21,6 +21,7 @@ class DeadlineView:
     due_at: datetime
     status: str
     on_due: str = "escalate"
+    paused_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class Snapshot:
     allocated_to_id: int | None
     assigned_to_id: int | None
     deadlines: dict[str, DeadlineView] = field(default_factory=dict)
+    # The referral's extra details (the DASH answers, contacts) and the referrer's agency.
+    details: dict[str, Any] = field(default_factory=dict)
+    agency_kind: str | None = None
+    # When this person's other cases were last opened, by pathway (e.g. the last MARAC).
+    last_opened: dict[str, datetime] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,14 +60,17 @@ class Context:
     now: datetime
     policy: Policy
     known_pathways: frozenset[str]
-    # `user` fields of the data, resolved from username to user id by the engine.
+    # `user` and `meeting` fields of the data, resolved to ids by the engine.
     users: dict[str, int] = field(default_factory=dict)
+    meetings: dict[str, tuple[int, date]] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     def lookup(self, key: str) -> Any:
         """A value a condition can test: `case.<attribute>`, `subject.<field>`, or data."""
         if key == "subject.is_child":
             return self.snapshot.is_child
+        if key == "state":  # the state the case is in before this event
+            return self.snapshot.state
         if key.startswith("subject."):
             return self.snapshot.subject.get(key.removeprefix("subject."))
         if key.startswith("case."):

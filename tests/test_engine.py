@@ -388,7 +388,7 @@ def test_a_case_keeps_running_on_its_workflow_version(runtime, another_runtime, 
             ("events:\n",
              "  hold:\n    label: Put on hold\n    from: [screening]\n    to: on_hold\n"
              "    permission: mash:case:screen\n"
-             "  resume:\n    label: Resume\n    from: [on_hold]\n    to: screening\n"
+             "  take_off_hold:\n    label: Take off hold\n    from: [on_hold]\n    to: screening\n"
              "    permission: mash:case:screen\n"),
         ],
     )  # fmt: skip
@@ -417,7 +417,7 @@ def test_a_case_keeps_running_on_its_workflow_version(runtime, another_runtime, 
     rt2.engine.fire(new_case, "screen", officer, {"rag": "amber", "rationale": "r"}, 1)
     rt2.engine.fire(new_case, "hold", officer, {}, 2)
     assert case_row(rt2, new_case)["state"] == "on_hold"
-    runtime.engine.fire(new_case, "resume", officer, {}, 3)  # the old installation too
+    runtime.engine.fire(new_case, "take_off_hold", officer, {}, 3)  # the old installation too
     assert case_row(runtime, new_case)["state"] == "screening"
     with pytest.raises(NotValidNow):
         runtime.engine.fire(old_case, "hold", officer, {}, 2)
