@@ -78,6 +78,11 @@ class Cases:
             sa.select(Deadline).where(Deadline.case_id == case.id).order_by(Deadline.due_at)
         ).scalars()
         events = self.engine.available_events(s, actor, case)
+        since = s.execute(
+            sa.select(sa.func.max(CaseHistory.at)).where(
+                CaseHistory.case_id == case.id, CaseHistory.to_state == case.state
+            )
+        ).scalar()
         return {
             "id": case.id,
             "pathway": case.pathway,
@@ -93,6 +98,10 @@ class Cases:
             "opened_at": _iso(case.opened_at),
             "updated_at": _iso(case.updated_at),
             "closed_at": _iso(case.closed_at),
+            # How long the case has waited in this state (e.g. for a conclusive grounds
+            # decision, which has no target).
+            "in_state_since": _iso(since),
+            "days_in_state": (now - since).days if since else None,
             "person_id": case.person_id,
             "person": _person(person),
             "referral": _referral(referral),
@@ -355,6 +364,7 @@ def _person(p: Person | None) -> dict[str, Any] | None:
         "date_of_birth": p.date_of_birth.isoformat() if p.date_of_birth else None,
         "estimated_age": p.estimated_age,
         "gender": p.gender,
+        "merged_into_id": p.merged_into_id,
     }
 
 

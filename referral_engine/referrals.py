@@ -80,6 +80,13 @@ class Dash(Strict):
     police_incidents_12m: int = Field(default=0, ge=0, le=1000)
 
 
+class FgmDuty(Strict):
+    """Regulated professionals must report known FGM in a girl under 18 to the police."""
+
+    reported_to_police: bool
+    reported_on: date | None = None
+
+
 class Contact(Strict):
     phone: Text | None = None
     email: Text | None = None
@@ -97,6 +104,7 @@ class ReferralIn(Strict):
     referrer_contact: Contact | None = None
     victim_aware: bool | None = None
     victim_aware_reason: LongText | None = None
+    fgm_duty: FgmDuty | None = None
 
 
 # What of a referral, besides its subject and narrative, is kept in its `details`.
@@ -160,6 +168,7 @@ class Referrals:
             )  # fmt: skip
             if not self.access.can(actor, permission):
                 raise Forbidden(f"you may not refer directly into {ref.pathway}")
+            self._check_fgm_duty(actor, ref)
             if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
                 raise InvalidData(FieldError("Idempotency-Key", "must be 1-200 characters"))
             digest = hashlib.sha256(canonical(body)).hexdigest()
@@ -179,6 +188,31 @@ class Referrals:
         except DomainError as exc:
             self.engine.refused(actor, action, exc, target="referral", summary={})
             raise
+
+    def _check_fgm_duty(self, actor: Actor, ref: ReferralIn) -> None:
+        """The mandatory reporting duty (FGM Act 2003 s5B): a teacher, health or social care
+        professional who learns of FGM in a girl under 18 must report it to the police.
+        The form reminds them, and the referral records whether and when they did."""
+        vocab = self.policy.reference
+        if "female_genital_mutilation" not in ref.concerns:
+            return
+        if actor.agency_kind not in vocab.fgm_duty_agency_kinds:
+            return
+        gender = (ref.subject.gender or "").strip().lower()
+        child = intake.is_child(
+            ref.subject.model_dump(mode="json"), self.clock.now().date(),
+            self.policy.rules.child_age_limit,
+        )  # fmt: skip
+        if not child or gender not in ("female", "girl", "f"):
+            return
+        reminder = (
+            "you have a legal duty to report known FGM in a girl under 18 to the police "
+            "(call 101); say whether you have"
+        )
+        if ref.fgm_duty is None:
+            raise InvalidData(FieldError("fgm_duty.reported_to_police", reminder))
+        if ref.fgm_duty.reported_to_police and ref.fgm_duty.reported_on is None:
+            raise InvalidData(FieldError("fgm_duty.reported_on", "give the date you reported it"))
 
     def _replay(self, actor: Actor, key: str, digest: str) -> dict | None:
         with self.db.transaction() as s:

@@ -14,6 +14,8 @@ from .cases import Cases
 from .clock import Clock
 from .db import Database
 from .engine import Engine
+from .meetings import Meetings
+from .merges import Merges
 from .notifications import Outbox
 from .pathways import Workflows
 from .policies import Policy, load_policy
@@ -41,6 +43,8 @@ class Runtime:
     cases: Cases
     scheduler: Scheduler
     reports: Reports
+    meetings: Meetings
+    merges: Merges
     _stop: threading.Event = field(default_factory=threading.Event)
     _sequencer: threading.Thread | None = None
 
@@ -80,6 +84,8 @@ class Runtime:
             cases=Cases(db, engine, access, policy, clock, audit),
             scheduler=Scheduler(db, engine, policy, clock, audit, outbox),
             reports=Reports(db, access, policy, audit, engine.refused),
+            meetings=Meetings(db, access, workflows, clock, audit, engine.refused),
+            merges=Merges(db, access, clock, audit, engine.refused),
         )
 
     def start(self) -> None:

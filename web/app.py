@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from referral_engine.runtime import Runtime
 from referral_engine.settings import Settings, get_settings
 from web import problems
-from web.api import audit, auth, cases, people, referrals, reports, workflows
+from web.api import audit, auth, cases, meetings, people, referrals, reports, workflows
 from web.middleware import BodyLimit, RequestContext
 
 
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = rt
     problems.install(app)
-    for module in (auth, referrals, cases, people, workflows, audit, reports):
+    for module in (auth, referrals, cases, people, meetings, workflows, audit, reports):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["meta"])
