@@ -135,6 +135,73 @@ STORIES: list[tuple[str, dict, list[str], str, bool, list[tuple[str, str, dict]]
 ]  # fmt: skip
 
 
+_DASH_HIGH = {"answers": {str(i): "yes" for i in range(1, 17)}, "police_incidents_12m": 3}
+
+# Direct referrals into the specialist pathways: (referrer, pathway, subject, concerns,
+# summary, extra body fields, steps).
+SPECIALIST: list[tuple[str, str, dict, list[str], str, dict, list[tuple[str, str, dict]]]] = [
+    ("police", "marac", {"given_name": "Gemma", "family_name": "Doyle",
+                         "date_of_birth": "1988-04-17", "gender": "female",
+                         "household": [{"name": "Ruby Doyle", "age": 7,
+                                        "relationship": "daughter"}]},
+     ["domestic_abuse", "stalking"], "Partner strangled her last night; she believes he will "
+     "kill her. Daughter was in the house.", {"dash": _DASH_HIGH},
+     [("marac.coordinator", "accept", {}),
+      ("marac.coordinator", "allocate_idva", {"user": "idva"}),
+      ("marac.coordinator", "list", {})]),
+    ("nrm.responder", "nrm", {"given_name": "Luan", "family_name": "Berisha",
+                              "date_of_birth": "2010-09-01", "gender": "male"},
+     ["modern_slavery", "child_criminal_exploitation"], "Found working in a car wash, "
+     "sleeping on site; says he owes money for his journey.", {},
+     [("nrm.responder", "submit_referral", {"exploitation_types": ["labour", "criminal"]})]),
+    ("prevent.officer", "channel", {"given_name": "Callum", "family_name": "Reid",
+                                    "date_of_birth": "2009-12-03", "gender": "male"},
+     ["radicalisation"], "School reports he is sharing extremist videos and talks of a "
+     "coming race war.", {},
+     [("prevent.officer", "start_gateway", {}), ("prevent.officer", "pass_to_panel", {}),
+      ("channel.chair", "record_vaf", {"engagement": "high", "intent": "medium",
+                                       "capability": "low", "factors": ["grievance", "identity",
+                                       "us_and_them"], "summary": "Isolated, seeking belonging"})]),
+    ("gang.worker", "gang_exit", {"given_name": "Jerome", "family_name": "Campbell",
+                                  "date_of_birth": "2007-05-20", "gender": "male"},
+     ["gang_involvement"], "Wants out after a friend was stabbed; worried for his sister.", {},
+     [("gang.worker", "check_eligibility", {}), ("gang.worker", "start_assessment", {}),
+      ("gang.worker", "agree_plan", {"needs": ["relocation", "education_employment"],
+                                     "goals": "College place and a move out of the area"})]),
+    ("iom.officer", "iom", {"given_name": "Darren", "family_name": "Pike",
+                            "date_of_birth": "1985-02-14", "gender": "male"},
+     ["other"], "Twelve acquisitive offences in a year; released last month.", {},
+     [("iom.officer", "select", {"rationale": "Prolific, high harm"}),
+      ("iom.officer", "rate", {"rating": "red", "rationale": "Missed two appointments"})]),
+]  # fmt: skip
+
+
+def load_meetings(runtime) -> None:
+    """A MARAC and a Channel panel next week, if none is set up for the future."""
+    from datetime import timedelta
+
+    from .clock import LONDON
+    from .models import Meeting
+
+    today = runtime.clock.now().astimezone(LONDON).date()
+    chairs = {"marac": "marac.coordinator", "channel": "channel.chair"}
+    for offset, pathway in enumerate(("marac", "channel")):
+        with runtime.db.reading() as s:
+            future = s.execute(
+                sa.select(Meeting.id).where(Meeting.pathway == pathway, Meeting.date >= today)
+            ).first()
+        if future is None:
+            day = today + timedelta(days=7 + offset)
+            runtime.meetings.create(_actor(runtime, chairs[pathway]), pathway, day, 12)
+
+
+def _walk(runtime, case_id: int, steps) -> None:
+    for step_who, event, data in steps:
+        with runtime.db.reading() as s:
+            version = s.get(Case, case_id).version
+        runtime.engine.fire(case_id, event, _actor(runtime, step_who), data, version)
+
+
 def load_stories(runtime, quiet: bool) -> int:
     made = 0
     for i, (who, subject, concerns, summary, danger, steps) in enumerate(STORIES):
@@ -148,13 +215,22 @@ def load_stories(runtime, quiet: bool) -> int:
         if created["replayed"]:
             continue
         made += 1
-        for step_who, event, data in steps:
-            stepper = _actor(runtime, step_who)
-            with runtime.db.reading() as s:
-                version = s.get(Case, created["case_id"]).version
-            runtime.engine.fire(created["case_id"], event, stepper, data, version)
+        _walk(runtime, created["case_id"], steps)
+    load_meetings(runtime)
+    for i, (who, pathway, subject, concerns, summary, extra, steps) in enumerate(SPECIALIST):
+        if pathway not in runtime.workflows.pathways:
+            continue
+        body = {"pathway": pathway, "subject": subject, "concerns": concerns,
+                "summary": summary, "consent": "given", **extra}  # fmt: skip
+        created = runtime.referrals.create(
+            _actor(runtime, who), body, idempotency_key=f"demo-specialist-{i}"
+        )
+        if created["replayed"]:
+            continue
+        made += 1
+        _walk(runtime, created["case_id"], steps)
     if not quiet:
-        print(f"demo referrals: {made} new, {len(STORIES) - made} already loaded")
+        print(f"demo referrals: {made} new")
     return made
 
 
