@@ -130,6 +130,19 @@ class Accounts:
             request_id=request_id,
         )
 
+    def users_holding(self, permission: str) -> list[tuple[str, str]]:
+        """(username, name) of active users whose roles grant `permission`, for pickers."""
+        roles = self.policy.roles_granting(permission)
+        with self.db.reading() as s:
+            rows = s.execute(
+                sa.select(User.username, User.display_name)
+                .join(UserRole, UserRole.user_id == User.id)
+                .where(UserRole.role.in_(roles), User.disabled.is_(False))
+                .distinct()
+                .order_by(User.display_name)
+            ).all()
+        return [(u, n) for u, n in rows]
+
     # --- sign-in -------------------------------------------------------------------------
 
     def sign_in(

@@ -122,6 +122,7 @@ class Cases:
                 for d in deadlines
             ],
             "linked_cases": self._links(s, actor, case),
+            "history_visible": self.access.can(actor, f"{case.pathway}:history:view", case),
             "available_events": [
                 {
                     "event": e,

@@ -269,3 +269,45 @@ def fire(runtime, staff):
         )
 
     return do
+
+
+# --- the browser-facing pages ----------------------------------------------------------
+
+
+def sign_in_page(client: TestClient, username: str, password: str = PASSWORD):
+    """Sign in through /login as a browser would (CSRF cookie and token included)."""
+    import re
+
+    page = client.get("/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+    return client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf": token, "next": "/"},
+        follow_redirects=False,
+    )
+
+
+def csrf_of(html: str) -> str:
+    import re
+
+    found = re.search(r'name="csrf" value="([^"]*)"', html)
+    assert found, "the page has no CSRF token"
+    return found.group(1)
+
+
+@pytest.fixture
+def browser_for(app, staff):
+    """A separate cookie-carrying client per user, signed in through the login page."""
+    clients: list[TestClient] = []
+
+    def make(username: str) -> TestClient:
+        c = TestClient(app, base_url="http://testserver")
+        c.__enter__()
+        clients.append(c)
+        r = sign_in_page(c, username)
+        assert r.status_code == 303, r.text
+        return c
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.staticfiles import StaticFiles
 
 from referral_engine.runtime import Runtime
 from referral_engine.settings import Settings, get_settings
 from web import problems
 from web.api import audit, auth, cases, meetings, people, referrals, reports, workflows
 from web.middleware import BodyLimit, RequestContext
+from web.pages import PAGE_ROUTERS
+from web.pages.base import SignInRequired, login_redirect
+
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -38,6 +44,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     problems.install(app)
     for module in (auth, referrals, cases, people, meetings, workflows, audit, reports):
         app.include_router(module.router)
+    for router in PAGE_ROUTERS:
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(SignInRequired)
+    async def sign_in_first(request: Request, exc: SignInRequired):
+        return login_redirect(request)
 
     @app.get("/healthz", tags=["meta"])
     def healthz() -> dict[str, str]:

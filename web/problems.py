@@ -66,6 +66,8 @@ def _slug(exc: DomainError) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError):
+        if is_page(request):
+            return await run_in_threadpool(page_error, request, exc.status, exc.detail)
         headers = {}
         if isinstance(exc, Unauthorised):
             headers["WWW-Authenticate"] = "Bearer"
@@ -88,6 +90,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
+        if is_page(request):
+            return await run_in_threadpool(page_error, request, exc.status_code, str(exc.detail))
         headers = dict(exc.headers or {})
         return problem(request, exc.status_code, _title(exc.status_code), str(exc.detail),
                        headers=headers)  # fmt: skip
@@ -98,6 +102,38 @@ def install(app: FastAPI) -> None:
 
         logging.getLogger("referral_engine.web").exception("unhandled error", exc_info=exc)
         return problem(request, 500, "Internal error", "the error was logged; nothing was changed")
+
+
+def is_page(request: Request) -> bool:
+    """Whether the request is for an HTML page (errors as pages) or the API (problem+json)."""
+    path = request.url.path
+    return not (path.startswith(("/api/", "/static/")) or path in ("/openapi.json", "/healthz"))
+
+
+PAGE_ERRORS = {
+    401: ("Sign in", "Please sign in to see this page."),
+    403: ("You cannot do that", "Your role does not allow this."),
+    404: ("Page not found", "There is no such page, or it is not one you can see."),
+    409: ("This has changed", "Someone else changed this first. Go back and reload."),
+    422: ("Check your entries", "Something you entered is not valid."),
+    429: ("Too many attempts", "Please wait and try again."),
+}
+
+
+def page_error(request: Request, status: int, detail: str | None):
+    from web.pages.base import login_redirect, render
+    from web.session import current_actor
+
+    actor = current_actor(request)
+    if status == 401 and actor is None:
+        return login_redirect(request)
+    heading, message = PAGE_ERRORS.get(status, ("Something went wrong", "Please try again."))
+    if status == 403 and detail:
+        message = detail[0].upper() + detail[1:] + "."
+    return render(
+        request, "error.html", {"title": heading, "heading": heading, "message": message},
+        actor=actor, status=status,
+    )  # fmt: skip
 
 
 def _request_field_error(err: dict[str, Any]) -> dict[str, str]:

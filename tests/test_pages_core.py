@@ -1,0 +1,111 @@
+"""The core pages through HTTP: sign-in with CSRF, the queue, the case page and its forms."""
+
+from conftest import csrf_of, sign_in_page
+
+
+def test_sign_in_needs_the_forms_csrf_token(client, staff):
+    client.get("/login")
+    r = client.post("/login", data={"username": "officer", "password": "x", "csrf": "forged"})
+    assert r.status_code == 400
+    assert "session expired" in r.text
+    assert sign_in_page(client, "officer").status_code == 303
+    assert client.get("/").status_code == 200
+
+
+def test_pages_redirect_to_sign_in_and_back(client, staff):
+    r = client.get("/queue?rag=red", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=/queue%3Frag%3Dred"
+    assert 'name="next" value="/queue?rag=red"' in client.get(r.headers["location"]).text
+
+
+def test_a_wrong_password_says_so_and_keeps_the_username(client, staff):
+    page = client.get("/login")
+    r = client.post(
+        "/login", data={"username": "officer", "password": "nope", "csrf": csrf_of(page.text)}
+    )
+    assert r.status_code == 401
+    assert "not right" in r.text and 'value="officer"' in r.text
+
+
+def test_session_cookie_is_httponly_and_samesite(client, staff):
+    r = sign_in_page(client, "officer")
+    cookie = r.headers["set-cookie"]
+    assert "re_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+
+
+def test_case_page_fires_an_event_and_keeps_input_on_error(browser_for, refer):
+    case_id = refer(summary="<script>alert(1)</script> seen at school")["case_id"]
+    officer = browser_for("officer")
+    page = officer.get(f"/cases/{case_id}")
+    assert page.status_code == 200
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text  # escaped, shown as text
+    assert "<script>alert(1)" not in page.text
+    token = csrf_of(page.text)
+    bad = officer.post(
+        f"/cases/{case_id}/events/screen",
+        data={"csrf": token, "expected_version": "1", "rationale": "kept text"},
+    )
+    assert bad.status_code == 422
+    assert "There is a problem" in bad.text and "kept text" in bad.text
+    assert 'href="#ev-screen-rag"' in bad.text
+    ok = officer.post(
+        f"/cases/{case_id}/events/screen",
+        data={"csrf": token, "expected_version": "1", "rag": "red", "rationale": "r"},
+        follow_redirects=False,
+    )
+    assert ok.status_code == 303
+    assert (
+        "Red" in officer.get(f"/cases/{case_id}").text
+        or "RED" in officer.get(f"/cases/{case_id}").text
+    )
+
+
+def test_a_stale_form_says_so_and_keeps_what_was_typed(browser_for, refer, fire):
+    case_id = refer()["case_id"]
+    officer = browser_for("officer")
+    token = csrf_of(officer.get(f"/cases/{case_id}").text)
+    fire(case_id, "officer", "screen", {"rag": "amber", "rationale": "first"})
+    r = officer.post(
+        f"/cases/{case_id}/events/screen",
+        data={"csrf": token, "expected_version": "1", "rag": "red", "rationale": "mine"},
+    )
+    assert r.status_code == 409
+    assert "Someone else changed this case" in r.text or "not available" in r.text
+
+
+def test_forms_without_csrf_are_refused(browser_for, refer, runtime):
+    case_id = refer()["case_id"]
+    officer = browser_for("officer")
+    r = officer.post(
+        f"/cases/{case_id}/events/screen",
+        data={"expected_version": "1", "rag": "red", "rationale": "r"},
+    )
+    assert r.status_code == 403
+    assert (
+        runtime.cases.view(
+            runtime.access.actor(user_id=None, username="a", display_name="a", roles=["auditor"]),
+            case_id,
+        )["version"]
+        == 1
+    )
+
+
+def test_no_page_and_no_link_without_rights(browser_for, refer):
+    case_id = refer()["case_id"]
+    teacher = browser_for("teacher")
+    home = teacher.get("/")
+    assert 'href="/queue"' not in home.text and 'href="/audit"' not in home.text
+    assert teacher.get(f"/cases/{case_id}").status_code == 404
+    assert teacher.get("/queue").text.count("<tr") <= 1
+
+
+def test_queue_filters_and_order_match_the_api(browser_for, users, refer, fire):
+    ids = [refer()["case_id"] for _ in range(3)]
+    fire(ids[2], "officer", "screen", {"rag": "red", "rationale": "r"})
+    officer = browser_for("officer")
+    html = officer.get("/queue").text
+    api = [i["id"] for i in users["officer"].get("/api/cases").json()["items"]]
+    positions = [html.index(f'href="/cases/{i}"') for i in api]
+    assert positions == sorted(positions) and api[0] == ids[2]
+    red = officer.get("/queue?rag=red").text
+    assert f'href="/cases/{ids[2]}"' in red and f'href="/cases/{ids[0]}"' not in red

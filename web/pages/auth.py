@@ -1,0 +1,84 @@
+"""Sign in and sign out in the browser."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from referral_engine.errors import Locked, Unauthorised
+from web import session
+from web.pages.base import redirect, render, safe_next
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/") -> Response:
+    if session.current_actor(request) is not None:
+        return redirect(safe_next(next))
+    return _login_page(request, {"next": safe_next(next), "values": {}})
+
+
+def _login_page(request: Request, context: dict, status: int = 200) -> Response:
+    """The sign-in form, its CSRF token the same random value in the form and a cookie."""
+    token = session.login_csrf(request)
+    response = render(request, "login.html", {**context, "csrf": token}, status=status)
+    session.keep_login_csrf(request, response, token)
+    return response
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    form = await request.form()
+    username = str(form.get("username") or "").strip()
+    password = str(form.get("password") or "")
+    next_url = safe_next(str(form.get("next") or "/"))
+    rt = session.runtime(request)
+    error, status = None, 200
+    if not session.csrf_ok(request, str(form.get("csrf") or "")):
+        error, status = "Your session expired. Please sign in again.", 400
+    elif not username or not password:
+        error, status = "Enter your username and password.", 422
+    else:
+        try:
+            token, _, ttl = rt.accounts.sign_in(
+                username, password, source="web", request_id=request.state.request_id
+            )
+        except Locked as exc:
+            minutes = exc.retry_after // 60 + 1
+            error, status = (
+                f"Too many failed sign-ins. This account is locked for {minutes} minutes.",
+                429,
+            )
+        except Unauthorised:
+            error, status = "The username or password is not right.", 401
+        else:
+            response = redirect(next_url)
+            session.set_session(request, response, token, ttl)
+            return response
+    return _login_page(
+        request, {"error": error, "next": next_url, "values": {"username": username}}, status
+    )
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    form = await request.form()
+    response = redirect("/login")
+    actor = session.current_actor(request)
+    token = session.session_token(request)
+    if actor is not None and token and session.csrf_ok(request, str(form.get("csrf") or "")):
+        session.runtime(request).accounts.sign_out(token, actor)
+        session.end_session(response)
+    elif actor is None:
+        session.end_session(response)
+    return response
+
+
+@router.get("/logout")
+def logout_page(request: Request) -> Response:
+    """A link to /logout asks to confirm: signing out changes state, so it needs a form."""
+    actor = session.current_actor(request)
+    if actor is None:
+        return redirect("/login")
+    return render(request, "logout.html", actor=actor)

@@ -1,0 +1,130 @@
+"""What every page shares: the templates, the signed-in user, navigation, CSRF, formats.
+
+Pages are thin: they read and change things only through the runtime's services (the
+same engine and access rules as the API), and every read of case content is audited
+there, with source "web".
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from referral_engine.access import Actor
+from referral_engine.clock import LONDON
+from web import session
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+assert TEMPLATES.env.autoescape  # every template escapes what it shows
+
+
+class SignInRequired(Exception):
+    """Raised by a page when nobody is signed in; answered with a redirect to /login."""
+
+
+def when(value: datetime | str | None, fmt: str = "%-d %b %Y, %H:%M") -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(LONDON).strftime(fmt)
+
+
+def day(value: str | None) -> str:
+    return when(value, "%-d %b %Y") if value else ""
+
+
+def duration(seconds: int | None) -> str:
+    """'3h 12m left', 'overdue by 2d 4h'."""
+    if seconds is None:
+        return ""
+    late = seconds < 0
+    s = abs(int(seconds))
+    days, rest = divmod(s, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    text = f"{days}d {hours}h" if days else (f"{hours}h {minutes}m" if hours else f"{minutes}m")
+    return f"overdue by {text}" if late else f"{text} left"
+
+
+def label(value: str | None) -> str:
+    return (value or "").replace("_", " ").capitalize()
+
+
+TEMPLATES.env.filters.update(when=when, day=day, duration=duration, label=label)
+
+
+def nav(request: Request, actor: Actor | None) -> list[tuple[str, str]]:
+    if actor is None:
+        return []
+    rt = session.runtime(request)
+    can = rt.access.can
+    items = [("Home", "/")]
+    if can(actor, "referral:referral:create"):
+        items.append(("Refer someone", "/referrals/new"))
+    if can(actor, "referral:own:view"):
+        items.append(("My referrals", "/referrals"))
+    if rt.access.visible_pathways(actor):
+        items.append(("Cases", "/queue"))
+    if any(can(actor, f"{p}:case:view") for p in rt.meetings.pathways_with_meetings()):
+        items.append(("Meetings", "/meetings"))
+    if can(actor, "report:kpi:view"):
+        items.append(("Dashboard", "/dashboard"))
+    if can(actor, "audit:log:view"):
+        items.append(("Audit", "/audit"))
+    if can(actor, "admin:user:manage"):
+        items.append(("Users", "/admin/users"))
+    if can(actor, "workflow:definition:view"):
+        items.append(("Pathways", "/workflows"))
+    return items
+
+
+def signed_in(request: Request) -> Actor:
+    actor = session.current_actor(request)
+    if actor is None:
+        raise SignInRequired()
+    return actor
+
+
+def render(
+    request: Request,
+    template: str,
+    context: dict[str, Any] | None = None,
+    *,
+    actor: Actor | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    rt = session.runtime(request)
+    ctx = {
+        "request": request,
+        "actor": actor,
+        "nav": nav(request, actor),
+        "csrf": session.csrf_for(request),
+        "path": request.url.path,
+        "pathway_labels": {p: w.definition.label for p, w in rt.workflows.current.items()},
+        "role_labels": {r: role.label for r, role in rt.policy.roles.items()},
+    }
+    ctx.update(context or {})
+    return TEMPLATES.TemplateResponse(request, template, ctx, status_code=status)
+
+
+def redirect(url: str, status: int = 303) -> RedirectResponse:
+    return RedirectResponse(url, status_code=status)
+
+
+def login_redirect(request: Request) -> RedirectResponse:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return redirect(f"/login?next={quote(target)}")
+
+
+def safe_next(value: str | None) -> str:
+    """Only same-site paths: /login?next=https://evil.example must not redirect away."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"

@@ -1,0 +1,98 @@
+"""The case page, and firing events from its forms (through the one path for change)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from referral_engine.errors import Forbidden, InvalidData, NotValidNow, StaleVersion
+from web import forms, session
+from web.pages.base import redirect, render, signed_in
+
+router = APIRouter(include_in_schema=False)
+
+
+def _choices(request: Request, actor, case: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """Options for `user` and `meeting` fields, so nobody has to type an id."""
+    rt = session.runtime(request)
+    out: dict[str, list[tuple[str, str]]] = {}
+    for ev in case["available_events"]:
+        for name, spec in ev["data"].items():
+            if spec["type"] == "user" and spec.get("holds_permission"):
+                out[f"{ev['event']}.{name}"] = rt.accounts.users_holding(spec["holds_permission"])
+            elif spec["type"] == "meeting":
+                meetings = rt.meetings.list(actor.via("web"), case["pathway"])["items"]
+                out[f"{ev['event']}.{name}"] = [
+                    (str(m["id"]), f"{m['date']} ({m['room']} places left)")
+                    for m in meetings
+                    if m["room"] > 0
+                ]
+    return out
+
+
+def _page(
+    request: Request,
+    actor,
+    case_id: int,
+    *,
+    open_event: str | None = None,
+    values: dict[str, Any] | None = None,
+    errors: list | None = None,
+    flash: str | None = None,
+    flash_kind: str = "success",
+    status: int = 200,
+) -> HTMLResponse:
+    rt = session.runtime(request)
+    case = rt.cases.view(actor.via("web"), case_id)
+    history = rt.cases.history(actor.via("web"), case_id) if case["history_visible"] else None
+    for ev in case["available_events"]:
+        ev["fields"] = forms.fields_for(f"ev-{ev['event']}", ev["data"])
+    return render(
+        request, "case.html",
+        {"title": f"Case {case_id}", "case": case, "history": history,
+         "open_event": open_event, "values": values or {}, "errors": errors or [],
+         "choices": _choices(request, actor, case), "flash": flash, "flash_kind": flash_kind},
+        actor=actor, status=status,
+    )  # fmt: skip
+
+
+@router.get("/cases/{case_id}", response_class=HTMLResponse)
+def case_page(request: Request, case_id: int, done: str = "") -> HTMLResponse:
+    actor = signed_in(request)
+    flash = f"Done: {done.replace('_', ' ')}." if done else None
+    return _page(request, actor, case_id, flash=flash)
+
+
+@router.post("/cases/{case_id}/events/{event}", response_class=HTMLResponse)
+async def fire(request: Request, case_id: int, event: str) -> Response:
+    actor = signed_in(request)
+    form = await request.form()
+    if not session.csrf_ok(request, str(form.get("csrf") or "")):
+        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    rt = session.runtime(request)
+    values = forms.values_of(form)
+    case = rt.cases.view(actor.via("web"), case_id)
+    schema = next((e["data"] for e in case["available_events"] if e["event"] == event), None)
+    if schema is None:
+        return _page(
+            request, actor, case_id, flash=f"“{event.replace('_', ' ')}” is not available to "
+            "you now: the case may have moved on.", flash_kind="warning", status=409,
+        )  # fmt: skip
+    try:
+        version = int(str(form.get("expected_version") or "0"))
+    except ValueError:
+        version = 0
+    try:
+        rt.engine.fire(case_id, event, actor.via("web"), forms.data_from(form, schema), version)
+    except InvalidData as exc:
+        return _page(request, actor, case_id, open_event=event, values=values,
+                     errors=exc.errors, status=422)  # fmt: skip
+    except (StaleVersion, NotValidNow) as exc:
+        return _page(
+            request, actor, case_id, open_event=event, values=values, flash_kind="warning",
+            flash=f"Someone else changed this case while you were working on it ({exc.detail}). "
+            "Your entries are kept below: check the case, then submit again.", status=409,
+        )  # fmt: skip
+    return redirect(f"/cases/{case_id}?done={event}")

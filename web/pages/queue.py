@@ -1,0 +1,62 @@
+"""The queue: cases the user may see, most urgent first (the API's order), with filters."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from referral_engine.errors import InvalidData
+from web import session
+from web.pages.base import render, signed_in
+
+router = APIRouter(include_in_schema=False)
+PAGE = 25
+
+
+def _flag(value: str | None) -> bool | None:
+    return {"true": True, "false": False}.get((value or "").lower())
+
+
+@router.get("/queue", response_class=HTMLResponse)
+def queue(
+    request: Request,
+    pathway: str = "",
+    state: str = "",
+    rag: str = "",
+    overdue: str = "",
+    assigned_to_me: str = "",
+    page: int = 1,
+) -> HTMLResponse:
+    actor = signed_in(request)
+    rt = session.runtime(request)
+    filters = {"pathway": pathway, "state": state, "rag": rag, "overdue": overdue,
+               "assigned_to_me": assigned_to_me}  # fmt: skip
+    page = max(page, 1)
+    errors: list = []
+    try:
+        result = rt.cases.queue(
+            actor.via("web"), pathway=pathway or None, state=state or None, rag=rag or None,
+            overdue=_flag(overdue), assigned_to_me=assigned_to_me == "true",
+            limit=PAGE, offset=(page - 1) * PAGE,
+        )  # fmt: skip
+    except InvalidData as exc:
+        errors = exc.errors
+        result = {"items": [], "total": 0, "limit": PAGE, "offset": 0}
+    pathways = rt.access.visible_pathways(actor)
+    states = sorted(
+        {s for p in pathways for s in rt.workflows.get(p).definition.states}
+        if not pathway or pathway not in pathways
+        else rt.workflows.get(pathway).definition.states
+    )
+    base = {k: v for k, v in filters.items() if v}
+    last = max((result["total"] - 1) // PAGE + 1, 1)
+    return render(
+        request, "queue.html",
+        {"title": "Cases", "queue": result, "filters": filters, "pathways": pathways,
+         "states": states, "errors": errors, "page": page, "last": last,
+         "prev_url": f"/queue?{urlencode({**base, 'page': page - 1})}" if page > 1 else None,
+         "next_url": f"/queue?{urlencode({**base, 'page': page + 1})}" if page < last else None},
+        actor=actor,
+    )  # fmt: skip

@@ -1,0 +1,90 @@
+"""The browser session: a cookie holding an access token, and CSRF tokens for forms.
+
+The cookie carries the same signed, revocable token as the API (HttpOnly, SameSite=Lax,
+Secure over HTTPS), so signing out revokes it everywhere. Every form carries a CSRF token:
+for a signed-in user an HMAC of the session's token id, so it cannot be forged without
+the secret and dies with the session; for the sign-in form, before there is a session, a
+random value also set in a short-lived cookie (double submit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from fastapi import Request, Response
+
+from referral_engine import tokens
+from referral_engine.access import Actor
+from referral_engine.errors import Unauthorised
+
+COOKIE = "re_session"
+LOGIN_CSRF_COOKIE = "re_login_csrf"
+
+
+def runtime(request: Request):
+    return request.app.state.runtime
+
+
+def session_token(request: Request) -> str | None:
+    return request.cookies.get(COOKIE)
+
+
+def current_actor(request: Request) -> Actor | None:
+    """The signed-in user, or None (no cookie, or a token expired or revoked)."""
+    token = session_token(request)
+    if not token:
+        return None
+    try:
+        return runtime(request).accounts.actor_from_token(
+            token, source="web", request_id=getattr(request.state, "request_id", None)
+        )
+    except Unauthorised:
+        return None
+
+
+def csrf_for(request: Request) -> str:
+    rt = runtime(request)
+    token = session_token(request)
+    if token:
+        try:
+            claims = tokens.read(token, rt.accounts.secret, rt.clock.now())
+        except Unauthorised:
+            return ""
+        key = rt.accounts.secret.encode()
+        return hmac.new(key, f"csrf:{claims.jti}".encode(), hashlib.sha256).hexdigest()
+    return request.cookies.get(LOGIN_CSRF_COOKIE, "")
+
+
+def csrf_ok(request: Request, submitted: str | None) -> bool:
+    expected = csrf_for(request)
+    return bool(expected) and bool(submitted) and hmac.compare_digest(expected, submitted or "")
+
+
+def secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def login_csrf(request: Request) -> str:
+    """The sign-in form's token: the one already in its cookie, or a new one."""
+    return request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
+
+
+def keep_login_csrf(request: Request, response: Response, value: str) -> None:
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE, value, max_age=3600, httponly=True, samesite="strict",
+        secure=secure(request), path="/login",
+    )  # fmt: skip
+
+
+def set_session(request: Request, response: Response, token: str, max_age: int) -> None:
+    response.set_cookie(
+        COOKIE, token, max_age=max_age, httponly=True, samesite="lax", secure=secure(request),
+        path="/",
+    )  # fmt: skip
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+
+
+def end_session(response: Response) -> None:
+    response.delete_cookie(COOKIE, path="/")
