@@ -323,6 +323,7 @@ class Engine:
                 "family_name": family or None,
                 "date_of_birth": member.get("date_of_birth"),
                 "estimated_age": member.get("age"),
+                "is_child": True,
                 "address": snap.subject.get("address"),
                 "postcode": snap.subject.get("postcode"),
                 "household": [],
@@ -561,14 +562,18 @@ class Engine:
                     .values(status="paused", paused_at=now)
                 )
             case ResumeClock():
-                for d in snap.deadlines.values():
-                    if d.status == "paused":
-                        resumed = _resumed(d, now)
-                        s.connection().execute(
-                            _deadline.update()
-                            .where(_deadline.c.case_id == snap.case_id, _deadline.c.name == d.name)
-                            .values(status="open", paused_at=None, due_at=resumed.due_at)
-                        )
+                # From the rows as stored: `snap` is already folded (shows them running).
+                paused = s.connection().execute(
+                    sa.select(_deadline.c.id, _deadline.c.due_at, _deadline.c.paused_at).where(
+                        _deadline.c.case_id == snap.case_id, _deadline.c.status == "paused"
+                    )
+                )
+                for row_id, due, since in paused.all():
+                    s.connection().execute(
+                        _deadline.update()
+                        .where(_deadline.c.id == row_id)
+                        .values(status="open", paused_at=None, due_at=due + (now - since))
+                    )
             case Anonymise(keep):
                 self._anonymise(s, snap, keep)
             case Notify(kind, audience, payload):

@@ -158,7 +158,15 @@ class Meetings:
                 )
             ]
             out = self._describe(meeting, listed=len(listed))
-            out["cases"] = [self._agenda_item(c, p, meeting_id) for c, p in listed]
+            earlier_plans = self._earlier_plans(s, actor, [c for c, _ in listed], meeting.pathway)
+            out["cases"] = []
+            for c, p in listed:
+                item = self._agenda_item(c, p, meeting_id)
+                item["earlier_cases"] = earlier_plans.get(c.id, [])
+                # The plan from before: this case's earlier hearings, then a repeat's
+                # earlier cases.
+                item["previous_actions"] += [a for e in item["earlier_cases"] for a in e["actions"]]
+                out["cases"].append(item)
             out["carried_over"] = [self._agenda_item(c, p, meeting_id) for c, p in carried]
             self.audit.record(
                 s, actor, action, target=f"meeting:{meeting_id}",
@@ -167,6 +175,36 @@ class Meetings:
             return out
 
         return self._guarded(actor, action, f"meeting:{meeting_id}", read)
+
+    def _earlier_plans(
+        self, s: Session, actor: Actor, cases: list[Case], pathway: str
+    ) -> dict[int, list[dict[str, Any]]]:
+        """For a repeat, the action plans of the person's earlier cases on this pathway."""
+        out: dict[int, list[dict[str, Any]]] = {}
+        for case in cases:
+            if case.person_id is None:
+                continue
+            earlier = s.execute(
+                sa.select(Case)
+                .where(
+                    Case.person_id == case.person_id,
+                    Case.pathway == pathway,
+                    Case.id != case.id,
+                    Case.opened_at < case.opened_at,
+                    self.access.visible_cases(actor),
+                )
+                .order_by(Case.opened_at.desc())
+            ).scalars()
+            out[case.id] = [
+                {
+                    "case_id": e.id,
+                    "state": e.state,
+                    "opened_at": e.opened_at.isoformat(),
+                    "actions": (e.attributes or {}).get("actions") or [],
+                }
+                for e in earlier
+            ]
+        return out
 
     @staticmethod
     def _agenda_item(case: Case, person: Person | None, meeting_id: int) -> dict[str, Any]:

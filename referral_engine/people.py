@@ -123,6 +123,10 @@ def find_or_create(
                 .limit(20)
             ).scalars()
         )
+    # A record merged into another stands for the one it was merged into.
+    strong = list(dict.fromkeys(_surviving(session, pid) for pid in strong))
+    possible = [p for p in dict.fromkeys(_surviving(session, pid) for pid in possible)
+                if p not in strong]  # fmt: skip
     if len(strong) == 1:
         return Match(strong[0], True, tuple(possible))
     person = Person(
@@ -140,3 +144,16 @@ def find_or_create(
     assert person.id is not None
     # Two or more strong candidates: do not guess between them; staff decide.
     return Match(person.id, False, tuple(strong + possible))
+
+
+def _surviving(session: Session, person_id: int) -> int:
+    """Follow merges to the record a person now lives on."""
+    seen = {person_id}
+    while True:
+        into = session.execute(
+            sa.select(Person.merged_into_id).where(Person.id == person_id)
+        ).scalar_one_or_none()
+        if into is None or into in seen:
+            return person_id
+        seen.add(into)
+        person_id = into

@@ -39,6 +39,9 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20_000)]
 
 
+NAME_REQUIRED = "give the subject's given name or family name (or both)"
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -68,7 +71,7 @@ class Subject(Strict):
     @model_validator(mode="after")
     def _named(self):
         if not (self.given_name or self.family_name):
-            raise ValueError("give the subject's given name or family name (or both)")
+            raise ValueError(NAME_REQUIRED)
         return self
 
 
@@ -131,10 +134,19 @@ class Referrals:
         """Validate a referral body; errors name each field and say why."""
         if not isinstance(body, dict):
             raise InvalidData(FieldError("body", "must be a JSON object"))
+        # Checked before the schema, so it is reported with every other error at once.
+        subject = body.get("subject")
+        unnamed = isinstance(subject, dict) and not any(
+            str(subject.get(k) or "").strip() for k in ("given_name", "family_name")
+        )
+        name_error = FieldError("subject.given_name", NAME_REQUIRED)
         try:
             ref = ReferralIn.model_validate(body)
         except ValidationError as exc:
-            raise InvalidData([field_error(e) for e in exc.errors()]) from None
+            errors = [field_error(e) for e in exc.errors()]
+            if unnamed and all(not e.field.startswith("subject.given_name") for e in errors):
+                errors.insert(0, name_error)
+            raise InvalidData(errors) from None
         ref_vocab = self.policy.reference
         errors = [
             FieldError(f"concerns.{i}", f"unknown concern {c!r}")
@@ -148,6 +160,13 @@ class Referrals:
         dob = ref.subject.date_of_birth
         if dob and dob > self.clock.now().date():
             errors.append(FieldError("subject.date_of_birth", "is in the future"))
+        if ref.dash and ref.dash.version and ref.dash.version not in self.policy.dash.versions:
+            errors.append(
+                FieldError(
+                    "dash.version",
+                    f"must be one of {', '.join(self.policy.dash.versions)} (or left out)",
+                )
+            )
         if ref.dash and ref.dash.professional_judgement and not ref.dash.rationale:
             errors.append(FieldError("dash.rationale", "professional judgement needs its reasons"))
         if ref.pathway not in self.engine.workflows.pathways:

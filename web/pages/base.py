@@ -85,6 +85,12 @@ def nav(request: Request, actor: Actor | None) -> list[tuple[str, str]]:
     return items
 
 
+def _current(items: list[tuple[str, str]], path: str) -> str | None:
+    """The menu entry for this page: the longest one whose address the path starts with."""
+    matches = [h for _, h in items if path == h or (h != "/" and path.startswith(h + "/"))]
+    return max(matches, key=len) if matches else None
+
+
 def signed_in(request: Request) -> Actor:
     actor = session.current_actor(request)
     if actor is None:
@@ -101,10 +107,12 @@ def render(
     status: int = 200,
 ) -> HTMLResponse:
     rt = session.runtime(request)
+    items = nav(request, actor)
     ctx = {
         "request": request,
         "actor": actor,
-        "nav": nav(request, actor),
+        "nav": items,
+        "nav_current": _current(items, request.url.path),
         "csrf": session.csrf_for(request),
         "path": request.url.path,
         "pathway_labels": {p: w.definition.label for p, w in rt.workflows.current.items()},

@@ -41,11 +41,12 @@
       var yes = box.querySelectorAll("input[type=radio][value=yes]:checked").length;
       var incidents = parseInt((box.querySelector("[name=dash_police_incidents_12m]") || {}).value, 10) || 0;
       var pj = box.querySelector("[name=dash_professional_judgement]");
+      var reasons = box.querySelector("[name=dash_rationale]");
       var criteria = [];
       if (yes >= threshold) criteria.push("visible high risk");
-      if (pj && pj.checked) criteria.push("professional judgement");
+      if (pj && pj.checked && reasons && reasons.value.trim()) criteria.push("professional judgement");
       if (incidents >= escalation) criteria.push("potential escalation");
-      out.textContent = "DASH score " + yes + " of " + threshold + " needed. Criteria met: " +
+      out.textContent = "DASH score " + yes + " (high risk at " + threshold + "). Criteria met: " +
         (criteria.length ? criteria.join(", ") : "none yet") + ".";
     }
     box.addEventListener("change", update);
@@ -57,10 +58,18 @@
      without JavaScript). */
   function dashToggle() {
     var section = document.querySelector("[data-dash-section]");
-    var trigger = document.querySelector("input[name=concerns][value=domestic_abuse]");
-    if (!section || !trigger) return;
-    function sync() { section.hidden = !trigger.checked; }
-    trigger.addEventListener("change", sync);
+    if (!section) return;
+    var concerns = ["domestic_abuse", "stalking", "honour_based_abuse"].map(function (v) {
+      return document.querySelector("input[name=concerns][value=" + v + "]");
+    }).filter(Boolean);
+    var pathway = document.querySelector("select[name=pathway]");
+    function sync() {
+      var wanted = concerns.some(function (c) { return c.checked; }) ||
+        (pathway && pathway.value === "marac");
+      section.hidden = !wanted;
+    }
+    concerns.forEach(function (c) { c.addEventListener("change", sync); });
+    if (pathway) pathway.addEventListener("change", sync);
     sync();
   }
 
