@@ -307,15 +307,21 @@ class Cases:
                 .order_by(Referral.received_at.desc())
             ).scalars().all()  # fmt: skip
             recent = [r for r in referrals if r.received_at >= window]
-            possible = sorted({p for r in referrals for p in (r.possible_matches or [])})
+            possible = sorted(
+                {p for r in referrals for p in (r.possible_matches or []) if p != person_id}
+            )
+            months = self.policy.rules.repeat_referral_window_months
             warnings = []
             if len(recent) > 1:
                 warnings.append(
-                    f"{len(recent)} referrals in the last "
-                    f"{self.policy.rules.repeat_referral_window_months} months"
-                )
+                    {"kind": "repeat", "referrals": len(recent), "months": months,
+                     "text": f"{len(recent)} referrals in the last {months} months"}
+                )  # fmt: skip
             if possible:
-                warnings.append(f"possible duplicate records: people {possible}")
+                warnings.append(
+                    {"kind": "possible_duplicates", "people": possible,
+                     "text": f"{len(possible)} other record(s) may be the same person"}
+                )  # fmt: skip
             self.audit.record(
                 s, actor, action, target=f"person:{person_id}", person_id=person_id,
                 summary={"cases": [c.id for c in cases]},

@@ -108,6 +108,11 @@ class Anonymise:
 
 
 @dataclass(frozen=True)
+class LinkPerson:
+    """Match the subject to a person record now (deferred until consent, e.g. the NRM)."""
+
+
+@dataclass(frozen=True)
 class Notify:
     kind: str
     audience: str
@@ -116,19 +121,22 @@ class Notify:
 
 Op = SetAttributes | AppendAttribute | SetRag | SetDeadline | MeetDeadline | OpenCase
 Op = Op | TellReferrer | Notify | Assign | ReferChildren | ListAtMeeting | PauseClock
-Op = Op | ResumeClock | Anonymise
+Op = Op | ResumeClock | Anonymise | LinkPerson
 
 
 # --- effects ---------------------------------------------------------------------------
 
 
 class SetAttributesParams(Params):
-    # case attribute name -> data field name
-    values: dict[str, str]
+    # case attribute name -> the data field it is copied from
+    values: dict[str, str] = {}
+    # case attribute name -> a fixed value (e.g. panel_decision: adopt)
+    fixed: dict[str, Any] = {}
 
 
 def set_attributes(ctx: Context, p: SetAttributesParams) -> list[Op]:
-    return [SetAttributes({attr: ctx.data.get(f) for attr, f in p.values.items()})]
+    values = {attr: ctx.data.get(f) for attr, f in p.values.items()}
+    return [SetAttributes({**values, **p.fixed})]
 
 
 class AppendParams(Params):
@@ -392,6 +400,10 @@ def anonymise(ctx: Context, p: AnonymiseParams) -> list[Op]:
     return [Anonymise(tuple(p.keep))]
 
 
+def link_person(ctx: Context, p: Params) -> list[Op]:
+    return [] if ctx.snapshot.person_id is not None else [LinkPerson()]
+
+
 class NotifyParams(Params):
     kind: str
     # "referrer", "allocated", "assigned", or "permission:<scope:resource:action>"
@@ -428,6 +440,7 @@ EFFECTS: dict[str, Effect] = {
     "pause_clock": Effect(PauseParams, pause_clock),
     "resume_clock": Effect(Params, resume_clock),
     "anonymise": Effect(AnonymiseParams, anonymise),
+    "link_person": Effect(Params, link_person),
 }
 
 

@@ -28,6 +28,7 @@ from .effects import (
     Anonymise,
     AppendAttribute,
     Assign,
+    LinkPerson,
     ListAtMeeting,
     MeetDeadline,
     Notify,
@@ -342,6 +343,20 @@ class Engine:
             opened.append(got.case_id)
         return opened
 
+    def _link_person(self, s: Session, snap: Snapshot) -> int | None:
+        """Match the subject to a person now, and link the case and its referral."""
+        match = intake.identify(s, snap.subject)
+        conn = s.connection()
+        conn.execute(
+            _case.update().where(_case.c.id == snap.case_id).values(person_id=match.person_id)
+        )
+        conn.execute(
+            _referral.update()
+            .where(_referral.c.id == snap.referral_id, _referral.c.person_id.is_(None))
+            .values(person_id=match.person_id, possible_matches=list(match.possible))
+        )
+        return match.person_id
+
     def _anonymise(self, s: Session, snap: Snapshot, keep: tuple[str, ...]) -> None:
         """Remove every identifying detail of the subject, and the link to the person.
 
@@ -358,10 +373,15 @@ class Engine:
                 .values(
                     subject=kept, summary="[withheld: Duty to Notify, anonymous]", details={},
                     person_id=None, possible_matches=[], request_hash=None,
-                    idempotency_key=None, consent_reason=None,
+                    idempotency_key=None, consent_reason=None, repeat_of_referral_id=None,
                 )
             )  # fmt: skip
-        conn.execute(_case.update().where(_case.c.id == snap.case_id).values(person_id=None))
+        attributes = {k: v for k, v in snap.attributes.items() if k != "repeat"}
+        conn.execute(
+            _case.update()
+            .where(_case.c.id == snap.case_id)
+            .values(person_id=None, attributes=attributes)
+        )
         if snap.person_id is not None:
             still_used = conn.execute(
                 sa.select(
@@ -458,7 +478,10 @@ class Engine:
             raise StaleVersion("someone else changed the case first; reload and try again")
         opened: list[int] = []
         for op in ops:
-            opened.extend(self._apply_op(s, after, op, actor, now))
+            if isinstance(op, LinkPerson):
+                after = replace(after, person_id=self._link_person(s, after))
+            else:
+                opened.extend(self._apply_op(s, after, op, actor, now))
         if closing:
             # Whatever the closing event did not meet or set itself no longer applies.
             kept = [op.name for op in ops if isinstance(op, SetDeadline)]
@@ -576,6 +599,8 @@ class Engine:
                     )
             case Anonymise(keep):
                 self._anonymise(s, snap, keep)
+            case LinkPerson():
+                raise AssertionError("_apply links the person and passes the id on")
             case Notify(kind, audience, payload):
                 users = self.audience(s, audience, snap)
                 self.outbox.enqueue(

@@ -46,6 +46,8 @@ class Opening:
 
 
 class Opens(Protocol):
+    workflows: Any
+
     def open_case(self, s: Session, opening: Opening, actor: Actor) -> int: ...
 
 
@@ -75,6 +77,19 @@ def new_reference(s: Session, now: datetime) -> str:
             return reference
 
 
+def identify(s: Session, subject: dict[str, Any]) -> people.Match:
+    """Match a referral's subject against known people (see people.py)."""
+    dob = subject.get("date_of_birth")
+    return people.find_or_create(
+        s,
+        given_name=subject.get("given_name"),
+        family_name=subject.get("family_name"),
+        date_of_birth=date.fromisoformat(dob) if isinstance(dob, str) else dob,
+        estimated_age=subject.get("estimated_age"),
+        gender=subject.get("gender"),
+    )
+
+
 def receive(
     s: Session,
     engine: Opens,
@@ -98,26 +113,28 @@ def receive(
     parent_case_id: int | None = None,
     reason: str = "referral",
 ) -> Received:
-    dob = subject.get("date_of_birth")
-    match = people.find_or_create(
-        s,
-        given_name=subject.get("given_name"),
-        family_name=subject.get("family_name"),
-        date_of_birth=date.fromisoformat(dob) if isinstance(dob, str) else dob,
-        estimated_age=subject.get("estimated_age"),
-        gender=subject.get("gender"),
-    )
+    if engine.workflows.get(pathway).definition.identify == "on_referral":
+        match = identify(s, subject)
+    else:
+        match = people.Match(None, False, ())
     child = is_child(subject, now.date(), policy.rules.child_age_limit)
     months = policy.rules.repeat_referral_window_months
-    repeat_of = s.execute(
-        sa.select(Referral.id)
-        .where(
-            Referral.person_id == match.person_id,
-            Referral.received_at >= now - relativedelta(months=months),
-        )
-        .order_by(Referral.received_at.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    repeat_of = (
+        None
+        if match.person_id is None
+        else s.execute(
+            sa.select(Referral.id)
+            .where(
+                # A repeat on the same pathway only: an earlier Channel referral must not
+                # surface (even as a flag) on a MASH referral.
+                Referral.person_id == match.person_id,
+                Referral.pathway == pathway,
+                Referral.received_at >= now - relativedelta(months=months),
+            )
+            .order_by(Referral.received_at.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    )
     referral = Referral(
         reference=new_reference(s, now),
         referrer_id=referrer_id,

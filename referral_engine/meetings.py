@@ -20,7 +20,7 @@ from .audit import AuditLog
 from .clock import LONDON, Clock
 from .db import Database
 from .errors import DomainError, FieldError, Forbidden, InvalidData, NotFound
-from .models import Case, Meeting, MeetingCase, Person
+from .models import Case, Meeting, MeetingCase, Person, User
 from .pathways import Workflows
 
 MAX_CAPACITY = 500
@@ -159,10 +159,18 @@ class Meetings:
             ]
             out = self._describe(meeting, listed=len(listed))
             earlier_plans = self._earlier_plans(s, actor, [c for c, _ in listed], meeting.pathway)
+            names = dict(
+                s.execute(
+                    sa.select(User.id, User.display_name).where(
+                        User.id.in_({c.allocated_to_id for c, _ in listed if c.allocated_to_id})
+                    )
+                ).all()
+            )
             out["cases"] = []
             for c, p in listed:
                 item = self._agenda_item(c, p, meeting_id)
                 item["earlier_cases"] = earlier_plans.get(c.id, [])
+                item["allocated_to_name"] = names.get(c.allocated_to_id)
                 # The plan from before: this case's earlier hearings, then a repeat's
                 # earlier cases.
                 item["previous_actions"] += [a for e in item["earlier_cases"] for a in e["actions"]]
@@ -190,7 +198,10 @@ class Meetings:
                     Case.person_id == case.person_id,
                     Case.pathway == pathway,
                     Case.id != case.id,
-                    Case.opened_at < case.opened_at,
+                    sa.or_(
+                        Case.opened_at < case.opened_at,
+                        sa.and_(Case.opened_at == case.opened_at, Case.id < case.id),
+                    ),
                     self.access.visible_cases(actor),
                 )
                 .order_by(Case.opened_at.desc())
@@ -226,6 +237,8 @@ class Meetings:
             "criteria": attrs.get("criteria") or [],
             "dash_score": dash.get("score"),
             "allocated_to_id": case.allocated_to_id,
+            "actions": actions,
+            "vaf": (attrs.get("vaf") or [None])[-1],
             "previous_actions": [a for a in actions if a.get("meeting_id") != meeting_id],
             "open_actions": [a for a in actions if a["status"] == "open"],
             "risks": attrs.get("risks"),

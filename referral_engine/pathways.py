@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from transitions import Machine, MachineError
@@ -86,6 +86,10 @@ class WorkflowDef(Strict):
     label: str
     description: str = ""
     initial: str
+    # When the subject is matched to a person record: as the referral arrives, or only
+    # when an event's `link_person` effect says so (the NRM: not before consent, so a
+    # Duty to Notify record is never tied to a named person, not even in the audit log).
+    identify: Literal["on_referral", "by_effect"] = "on_referral"
     states: dict[str, StateDef]
     on_open: tuple[tuple[str, dict[str, Any]], ...] = ()
     events: dict[str, EventDef]

@@ -83,7 +83,7 @@ def same_given_name(a: str, b: str) -> bool:
 
 @dataclass(frozen=True)
 class Match:
-    person_id: int
+    person_id: int | None  # None: not identified yet (see pathways' `identify`)
     matched: bool  # True: an existing person; False: created now
     possible: tuple[int, ...]  # other people who might be the same, for staff to check
 

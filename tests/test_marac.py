@@ -231,8 +231,12 @@ def to_mash_decision(users, subject: dict, dash_: dict, outcome: str, feedback: 
         )
     )
     assert decided["state"] == "closed"
-    assert len(decided["opened_cases"]) == 1
-    return referral, mash_id, decided["opened_cases"][0]
+    # A MASH manager may not see MARAC cases, so the new case is not named to them;
+    # the coordinator finds it in their queue.
+    assert decided["opened_cases"] == []
+    queue = ok(users["coordinator"].get("/api/cases", params={"pathway": "marac"}))["items"]
+    (marac_id,) = [c["id"] for c in queue if c["person_id"] == decided["case"]["person_id"]]
+    return referral, mash_id, marac_id
 
 
 # --- referring into MARAC ----------------------------------------------------------------

@@ -60,13 +60,17 @@ def fire_event(
     with rt.db.reading() as s:
         case = s.get(Case, case_id)
         view = rt.cases.describe(s, who, case) if case and rt.access.can_see(who, case) else None
+        # Onward cases the caller may not see (Channel, for a MASH manager) stay unnamed.
+        opened = [
+            c.id for c in (s.get(Case, i) for i in fired.opened) if c and rt.access.can_see(who, c)
+        ]
     return {
         "case_id": fired.case_id,
         "event": fired.event,
         "from_state": fired.from_state,
         "state": fired.to_state,
         "version": fired.version,
-        "opened_cases": list(fired.opened),
+        "opened_cases": opened,
         "case": view,
     }
 
