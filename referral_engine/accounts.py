@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -13,11 +15,16 @@ from .access import Access, Actor
 from .audit import AuditLog
 from .clock import Clock
 from .db import Database
-from .errors import FieldError, InvalidData, Locked, Unauthorised
+from .errors import DomainError, FieldError, Forbidden, InvalidData, Locked, NotFound, Unauthorised
 from .models import Agency, LoginFailure, RevokedToken, User, UserRole
 from .policies import Policy
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{2,100}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MANAGE = "admin:user:manage"
+MAX_PAGE = 200
+
+T = TypeVar("T")
 
 ANONYMOUS_SOURCE = "anonymous"
 
@@ -142,6 +149,298 @@ class Accounts:
                 .order_by(User.display_name)
             ).all()
         return [(u, n) for u, n in rows]
+
+    def user_id_for(self, username: str) -> int | None:
+        """The id of the user with this username (disabled or not), for searches by user."""
+        with self.db.reading() as s:
+            return s.execute(sa.select(User.id).where(User.username == username)).scalar()
+
+    # --- managing users (admin:user:manage; every call audited as <source>:user:<verb>) ---
+
+    def _managed(self, actor: Actor, verb: str, target: str, fn: Callable[[Session, str], T]) -> T:
+        """Run `fn(session, action)` for an administrator, in one transaction; a refusal
+        (not allowed, bad data, no such user) is audited after that transaction rolled back.
+        Administrators manage accounts and agencies only: nothing here reads case content."""
+        action = f"{actor.source}:user:{verb}"
+        try:
+            if not self.access.can(actor, MANAGE):
+                raise Forbidden("only administrators may manage users")
+            with self.db.transaction() as s:
+                return fn(s, action)
+        except DomainError as exc:
+            with self.db.transaction() as s:
+                self.audit.record(
+                    s, actor, action, outcome="refused", target=target,
+                    summary={"status": exc.status, "reason": exc.detail},
+                )  # fmt: skip
+            raise
+
+    def _user_row(self, s: Session, user_id: int) -> User:
+        user = s.get(User, user_id)
+        if user is None:
+            raise NotFound(f"user {user_id} not found")
+        return user
+
+    def _describe(self, s: Session, user: User) -> dict[str, Any]:
+        agency = s.get(Agency, user.agency_id) if user.agency_id else None
+        return {
+            "id": user.id,
+            "username": user.username,
+            "display_name": user.display_name,
+            "email": user.email,
+            "agency": agency.name if agency else None,
+            "agency_kind": agency.kind if agency else None,
+            "roles": self._roles_of(s, user.id),  # type: ignore[arg-type]
+            "disabled": user.disabled,
+            "created_at": user.created_at.isoformat() if user.created_at else None,
+        }
+
+    @staticmethod
+    def _roles_of(s: Session, user_id: int) -> list[str]:
+        return list(
+            s.execute(
+                sa.select(UserRole.role).where(UserRole.user_id == user_id).order_by(UserRole.role)
+            ).scalars()
+        )
+
+    @staticmethod
+    def _agencies(s: Session) -> list[dict[str, Any]]:
+        users = (
+            sa.select(sa.func.count())
+            .where(User.agency_id == Agency.id)
+            .correlate(Agency)
+            .scalar_subquery()
+        )
+        return [
+            {"id": a.id, "name": a.name, "kind": a.kind, "users": n}
+            for a, n in s.execute(sa.select(Agency, users).order_by(Agency.name)).all()
+        ]
+
+    def list_users(
+        self,
+        actor: Actor,
+        *,
+        q: str | None = None,
+        agency_id: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> dict[str, Any]:
+        """Users (name, agency, roles, disabled), by username, found by part of their
+        username or name and by agency; and every agency."""
+
+        def read(s: Session, action: str) -> dict[str, Any]:
+            if not 1 <= limit <= MAX_PAGE:
+                raise InvalidData(FieldError("limit", f"must be between 1 and {MAX_PAGE}"))
+            if offset < 0:
+                raise InvalidData(FieldError("offset", "must not be negative"))
+            where = []
+            if q:
+                like = f"%{q.strip()}%"
+                where.append(sa.or_(User.username.ilike(like), User.display_name.ilike(like)))
+            if agency_id is not None:
+                where.append(User.agency_id == agency_id)
+            total = s.execute(sa.select(sa.func.count()).select_from(User).where(*where)).scalar()
+            rows = s.execute(
+                sa.select(User).where(*where).order_by(User.username).limit(limit).offset(offset)
+            ).scalars()
+            items = [self._describe(s, u) for u in rows]
+            self.audit.record(
+                s, actor, action, target="users",
+                summary={"q": q, "agency_id": agency_id, "total": total,
+                         "listed": [i["id"] for i in items]},
+            )  # fmt: skip
+            return {"items": items, "total": total, "limit": limit, "offset": offset,
+                    "agencies": self._agencies(s)}  # fmt: skip
+
+        return self._managed(actor, "list", "users", read)
+
+    def agencies(self, actor: Actor) -> list[dict[str, Any]]:
+        """Every agency (name, kind, how many users), to pick one from. Not audited when
+        allowed: it names organisations, not people or cases."""
+        return self._managed(actor, "agencies", "agencies", lambda s, _: self._agencies(s))
+
+    def user(self, actor: Actor, user_id: int) -> dict[str, Any]:
+        """One user's account, and every agency (for moving them to another)."""
+
+        def read(s: Session, action: str) -> dict[str, Any]:
+            out = self._describe(s, self._user_row(s, user_id))
+            self.audit.record(s, actor, action, target=f"user:{user_id}")
+            return {**out, "agencies": self._agencies(s)}
+
+        return self._managed(actor, "view", f"user:{user_id}", read)
+
+    def _check_roles(self, roles: list[str]) -> list[FieldError]:
+        unknown = [r for r in roles if r not in self.policy.roles]
+        if unknown:
+            return [FieldError("roles", f"unknown role {unknown[0]!r}")]
+        if not roles:
+            return [FieldError("roles", "choose at least one role")]
+        return []
+
+    def _check_agency(self, s: Session, name: str, kind: str | None) -> list[FieldError]:
+        kinds = self.policy.reference.agency_kinds
+        if not name:
+            return [FieldError("agency", "enter the agency this person works for")]
+        if len(name) > 200:
+            return [FieldError("agency", "must be at most 200 characters")]
+        if kind and kind not in kinds:
+            return [FieldError("agency_kind", f"unknown kind {kind!r}")]
+        found = s.execute(sa.select(Agency.kind).where(Agency.name == name)).scalar()
+        if found is None and not kind:
+            return [FieldError("agency_kind", "choose the kind of this new agency")]
+        if found is not None and kind and kind != found:
+            label = kinds.get(found, found)
+            return [FieldError("agency_kind", f"{name} is already a {label} agency")]
+        return []
+
+    def _check_password(self, password: str, username: str) -> list[FieldError]:
+        try:
+            passwords.check_password_rules(
+                password, username, self.policy.rules.sign_in.password_min_length
+            )
+        except InvalidData as exc:
+            return exc.errors
+        return []
+
+    def create_user(
+        self,
+        actor: Actor,
+        *,
+        username: str,
+        password: str,
+        roles: list[str],
+        agency: str,
+        agency_kind: str | None = None,
+        display_name: str | None = None,
+        email: str | None = None,
+    ) -> dict[str, Any]:
+        """A new account in an agency (made if new: then its kind is needed). Every field
+        at fault is named at once."""
+        username, agency = (username or "").strip(), (agency or "").strip()
+        display_name, email = (display_name or "").strip(), (email or "").strip() or None
+
+        def make(s: Session, action: str) -> dict[str, Any]:
+            errors: list[FieldError] = []
+            if not USERNAME.match(username):
+                errors.append(FieldError("username", "use 2-100 letters, digits, or . _ @ -"))
+            elif s.execute(sa.select(User.id).where(User.username == username)).first():
+                errors.append(FieldError("username", f"{username} is already taken"))
+            if not display_name:
+                errors.append(FieldError("display_name", "enter the person's full name"))
+            elif len(display_name) > 200:
+                errors.append(FieldError("display_name", "must be at most 200 characters"))
+            if email and (len(email) > 320 or not EMAIL.match(email)):
+                errors.append(FieldError("email", "enter an email address like name@example.org"))
+            errors += self._check_agency(s, agency, agency_kind or None)
+            errors += self._check_roles(roles)
+            errors += self._check_password(password, username)
+            if errors:
+                raise InvalidData(errors)
+            user = self.add_user(
+                s, username=username, password=password, roles=roles, agency=agency,
+                agency_kind=agency_kind or None, display_name=display_name, email=email,
+            )  # fmt: skip
+            out = self._describe(s, user)
+            self.audit.record(
+                s, actor, action, target=f"user:{user.id}",
+                summary={"username": username, "roles": out["roles"], "agency": agency,
+                         "agency_kind": out["agency_kind"]},
+            )  # fmt: skip
+            return out
+
+        return self._managed(actor, "add", f"user:{username[:100]}", make)
+
+    def set_roles(self, actor: Actor, user_id: int, roles: list[str]) -> dict[str, Any]:
+        """Replace a user's roles. Administrators may not change their own."""
+
+        def change(s: Session, action: str) -> dict[str, Any]:
+            user = self._user_row(s, user_id)
+            if user.id == actor.user_id:
+                reason = "you cannot change your own roles: ask another administrator"
+                raise InvalidData(FieldError("roles", reason))
+            errors = self._check_roles(roles)
+            if errors:
+                raise InvalidData(errors)
+            before = self._roles_of(s, user_id)
+            after = sorted(dict.fromkeys(roles))
+            s.execute(sa.delete(UserRole).where(UserRole.user_id == user_id))
+            for r in after:
+                s.add(UserRole(user_id=user_id, role=r))
+            s.flush()
+            self.audit.record(
+                s, actor, action, target=f"user:{user_id}",
+                summary={"username": user.username, "before": before, "after": after},
+            )  # fmt: skip
+            return self._describe(s, user)
+
+        return self._managed(actor, "set_roles", f"user:{user_id}", change)
+
+    def set_agency(
+        self, actor: Actor, user_id: int, agency: str, agency_kind: str | None = None
+    ) -> dict[str, Any]:
+        """Move a user to another agency (made if new: then its kind is needed)."""
+        agency = (agency or "").strip()
+
+        def change(s: Session, action: str) -> dict[str, Any]:
+            user = self._user_row(s, user_id)
+            errors = self._check_agency(s, agency, agency_kind or None)
+            if errors:
+                raise InvalidData(errors)
+            before = self._describe(s, user)
+            user.agency_id = self.agency(s, agency, agency_kind or None)
+            s.add(user)
+            s.flush()
+            after = self._describe(s, user)
+            self.audit.record(
+                s, actor, action, target=f"user:{user_id}",
+                summary={"username": user.username,
+                         "before": {"agency": before["agency"], "kind": before["agency_kind"]},
+                         "after": {"agency": after["agency"], "kind": after["agency_kind"]}},
+            )  # fmt: skip
+            return after
+
+        return self._managed(actor, "set_agency", f"user:{user_id}", change)
+
+    def set_disabled(self, actor: Actor, user_id: int, disabled: bool) -> dict[str, Any]:
+        """Disable (or enable again) an account. A disabled user cannot sign in, and their
+        sessions and API tokens stop working at once (`actor_for_user` finds no one)."""
+        verb = "disable" if disabled else "enable"
+
+        def change(s: Session, action: str) -> dict[str, Any]:
+            user = self._user_row(s, user_id)
+            if user.id == actor.user_id:
+                raise InvalidData(FieldError("disabled", f"you cannot {verb} your own account"))
+            before = user.disabled
+            user.disabled = disabled
+            s.add(user)
+            s.flush()
+            self.audit.record(
+                s, actor, action, target=f"user:{user_id}",
+                summary={"username": user.username, "was_disabled": before,
+                         "disabled": disabled},
+            )  # fmt: skip
+            return self._describe(s, user)
+
+        return self._managed(actor, verb, f"user:{user_id}", change)
+
+    def reset_password(self, actor: Actor, user_id: int, password: str) -> dict[str, Any]:
+        """Set a new password (the same rules as a new account's), clearing any lockout."""
+
+        def change(s: Session, action: str) -> dict[str, Any]:
+            user = self._user_row(s, user_id)
+            errors = self._check_password(password, user.username)
+            if errors:
+                raise InvalidData(errors)
+            user.password_hash = passwords.hash_password(password, self.hasher)
+            s.add(user)
+            s.execute(sa.delete(LoginFailure).where(LoginFailure.username == user.username))
+            s.flush()
+            self.audit.record(
+                s, actor, action, target=f"user:{user_id}", summary={"username": user.username}
+            )
+            return self._describe(s, user)
+
+        return self._managed(actor, "reset_password", f"user:{user_id}", change)
 
     # --- sign-in -------------------------------------------------------------------------
 

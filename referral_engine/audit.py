@@ -420,14 +420,19 @@ def _columns_disagree(row: Any) -> str | None:
 
 
 def rows_for(
-    conn: Connection | Session, where: sa.ColumnElement[bool], limit: int, offset: int = 0
+    conn: Connection | Session,
+    where: sa.ColumnElement[bool],
+    limit: int,
+    offset: int = 0,
+    *,
+    newest_first: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Audit rows as recorded (the hashed JSON), with their place in the chain."""
     query = (
         sa.select(_event.c.id, _event.c.body, _chain.c.seq, _chain.c.hash)
         .select_from(_event.outerjoin(_chain, _chain.c.audit_id == _event.c.id))
         .where(where)
-        .order_by(_event.c.id)
+        .order_by(_event.c.id.desc() if newest_first else _event.c.id)
         .limit(limit)
         .offset(offset)
     )
@@ -437,3 +442,88 @@ def rows_for(
         doc["seq"] = row.seq
         doc["hash"] = bytes(row.hash).hex() if row.hash is not None else None
         yield doc
+
+
+# --- search (the API's and the auditor pages' one path) --------------------------------
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """What an auditor searches the log by. Every field narrows the search; none is needed.
+
+    `action` is exact (`web:case:view`), or a pattern where `*` stands for anything
+    (`*:case:view` for every source). `since` and `until` are inclusive.
+    `with_person_id` also takes rows about that person that name no case (a person page
+    read), for a case's reconstruction.
+    """
+
+    case_id: int | None = None
+    person_id: int | None = None
+    actor_id: int | None = None
+    action: str | None = None
+    outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    with_person_id: int | None = None
+
+    def where(self) -> sa.ColumnElement[bool]:
+        clauses: list[sa.ColumnElement[bool]] = []
+        if self.case_id is not None and self.with_person_id is not None:
+            clauses.append(
+                sa.or_(
+                    _event.c.case_id == self.case_id,
+                    sa.and_(_event.c.person_id == self.with_person_id, _event.c.case_id.is_(None)),
+                )
+            )
+        elif self.case_id is not None:
+            clauses.append(_event.c.case_id == self.case_id)
+        for column, value in (
+            (_event.c.person_id, self.person_id),
+            (_event.c.actor_id, self.actor_id),
+            (_event.c.outcome, self.outcome),
+        ):
+            if value is not None:
+                clauses.append(column == value)
+        if self.action:
+            if "*" in self.action:
+                pattern = (
+                    self.action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                ).replace("*", "%")
+                clauses.append(_event.c.action.like(pattern, escape="\\"))
+            else:
+                clauses.append(_event.c.action == self.action)
+        if self.since is not None:
+            clauses.append(_event.c.at >= self.since)
+        if self.until is not None:
+            clauses.append(_event.c.at <= self.until)
+        return sa.and_(sa.true(), *clauses)
+
+    def describe(self) -> dict[str, str]:
+        """The filters given, as recorded in the search's own audit row."""
+        return {
+            k: (v.isoformat() if isinstance(v, datetime) else str(v))
+            for k, v in vars(self).items()
+            if v is not None
+        }
+
+
+def search(
+    session: Session | Connection,
+    log: AuditLog,
+    actor: Actor,
+    query: AuditQuery,
+    *,
+    limit: int,
+    offset: int = 0,
+    newest_first: bool = False,
+    action: str | None = None,
+) -> list[dict[str, Any]]:
+    """Read audit rows and record that they were read (`<source>:audit:search`), in the
+    caller's transaction. The caller has checked that the actor may read the log."""
+    rows = list(rows_for(session, query.where(), limit, offset, newest_first=newest_first))
+    log.record(
+        session, actor, action or f"{actor.source}:audit:search", target="audit",
+        case_id=query.case_id, person_id=query.person_id,
+        summary={"filters": query.describe(), "rows": len(rows), "offset": offset},
+    )  # fmt: skip
+    return rows

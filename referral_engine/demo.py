@@ -204,6 +204,7 @@ def _walk(runtime, case_id: int, steps) -> None:
 
 def load_stories(runtime, quiet: bool) -> int:
     made = 0
+    total = len(STORIES) + sum(p in runtime.workflows.pathways for _, p, *_ in SPECIALIST)
     for i, (who, subject, concerns, summary, danger, steps) in enumerate(STORIES):
         actor = _actor(runtime, who)
         body = {
@@ -230,7 +231,7 @@ def load_stories(runtime, quiet: bool) -> int:
         made += 1
         _walk(runtime, created["case_id"], steps)
     if not quiet:
-        print(f"demo referrals: {made} new")
+        print(f"demo referrals: {made} new, {total - made} already loaded")
     return made
 
 

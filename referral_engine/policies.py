@@ -114,6 +114,9 @@ class RulesFile(Strict):
     due_soon_hours: float = Field(ge=0)
     sign_in: SignIn
     audit: AuditRules
+    # The partnership's targets for its measures (a key of the KPI report -> a figure),
+    # shown beside the measure on the dashboard.
+    targets: dict[str, float] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)

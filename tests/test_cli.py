@@ -32,7 +32,7 @@ import pytest
 import sqlalchemy as sa
 
 from referral_engine.db import normalise_url
-from referral_engine.demo import DEMO_USERS, STORIES
+from referral_engine.demo import DEMO_USERS, SPECIALIST, STORIES
 from referral_engine.migrate import alembic_config
 from referral_engine.models import (
     AuditChain,
@@ -299,17 +299,18 @@ def _demo_counts(db: Database) -> dict[str, int]:
 
 
 def test_demo_is_idempotent(shared):
-    assert f"{len(STORIES)} new" in shared.first_demo.stdout
+    everything = len(STORIES) + len(SPECIALIST)
+    assert f"{everything} new, 0 already loaded" in shared.first_demo.stdout
     names = {r[0] for r in shared.rows(sa.select(User.username))}
     assert {u["username"] for u in DEMO_USERS} <= names
     keys = shared.rows(
-        sa.select(Referral.idempotency_key).where(Referral.idempotency_key.like("demo-story-%"))
+        sa.select(Referral.idempotency_key).where(Referral.idempotency_key.like("demo-%"))
     )
-    assert len(keys) == len(STORIES)
+    assert len(keys) == everything
     before = _demo_counts(shared)
 
     again = ok(shared.run("demo"))
-    assert f"0 new, {len(STORIES)} already loaded" in again.stdout
+    assert f"0 new, {everything} already loaded" in again.stdout
     assert _demo_counts(shared) == before
 
 

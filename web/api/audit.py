@@ -5,14 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from referral_engine import audit
 from referral_engine.access import Actor
 from referral_engine.errors import DomainError, Forbidden
-from referral_engine.models import AuditEvent
 from referral_engine.runtime import Runtime
 from web.deps import actor, runtime
 from web.problems import MEDIA_TYPE, RESPONSES
@@ -34,34 +32,19 @@ def search_audit(
     limit: int = Query(default=100, ge=1, le=1000),
     offset: int = Query(default=0, ge=0),
 ) -> dict[str, Any]:
-    """Audit rows as recorded, oldest first, with their chain position and hash."""
-    filters = {k: v for k, v in dict(case_id=case_id, person_id=person_id, actor_id=actor_id,
-               action=action, outcome=outcome, since=since, until=until).items()
-               if v is not None}  # fmt: skip
+    """Audit rows as recorded, oldest first, with their chain position and hash.
+
+    `action` is exact, or a pattern where `*` stands for anything (`*:case:view`)."""
+    query = audit.AuditQuery(
+        case_id=case_id, person_id=person_id, actor_id=actor_id, action=action,
+        outcome=outcome, since=since, until=until,
+    )  # fmt: skip
     act = "api:audit:search"
     try:
         if not rt.access.can(who, "audit:log:view"):
             raise Forbidden("only auditors may read the audit log")
-        where = []
-        for column, value in (
-            ("case_id", case_id),
-            ("person_id", person_id),
-            ("actor_id", actor_id),
-            ("action", action),
-            ("outcome", outcome),
-        ):
-            if value is not None:
-                where.append(getattr(AuditEvent, column) == value)  # fmt: skip
-        if since:
-            where.append(AuditEvent.at >= since)
-        if until:
-            where.append(AuditEvent.at <= until)
         with rt.db.transaction() as s:
-            rows = list(audit.rows_for(s, sa.and_(sa.true(), *where), limit, offset))
-            rt.audit.record(
-                s, who, act, target="audit", case_id=case_id, person_id=person_id,
-                summary={"filters": {k: str(v) for k, v in filters.items()}, "rows": len(rows)},
-            )  # fmt: skip
+            rows = audit.search(s, rt.audit, who, query, limit=limit, offset=offset)
     except DomainError as exc:
         rt.engine.refused(who, act, exc, target="audit", case_id=case_id)
         raise

@@ -1,0 +1,291 @@
+"""The auditor's pages: search the audit log, reconstruct a case, verify the chain.
+
+Searching goes through `audit.search`, the API's own path, so each search is itself
+audited ("web:audit:search"); a case's reconstruction reads the case and its history
+through the case service (audited as any read is) and its audit rows the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
+
+from referral_engine import audit
+from referral_engine.access import Actor
+from referral_engine.errors import FieldError, Forbidden, InvalidData
+from referral_engine.models import AuditEvent
+from web import session
+from web.pages.base import render, signed_in
+
+router = APIRouter(include_in_schema=False)
+
+PAGE = 50
+CASE_ROWS = 2000  # rows shown in one case's reconstruction; the search pages through more
+LIST_ITEMS = 25  # list values shown in a row's summary before "and N more"
+READS = ("view", "history", "list", "search", "reconstruct", "kpis")
+
+
+def _require(request: Request, permission: str, action: str, reason: str) -> Actor:
+    actor = signed_in(request)
+    rt = session.runtime(request)
+    if not rt.access.can(actor, permission):
+        exc = Forbidden(reason)
+        rt.engine.refused(actor.via("web"), action, exc, target="audit")
+        raise exc
+    return actor.via("web")
+
+
+def _auditor(request: Request, action: str) -> Actor:
+    return _require(request, "audit:log:view", action, "only auditors may read the audit log")
+
+
+# --- showing rows ----------------------------------------------------------------------
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None or value == "" or value == [] or value == {}:
+        return "\u2013"
+    if isinstance(value, list):
+        shown = [v if isinstance(v, str) else json.dumps(v, default=str) for v in value]
+        more = len(shown) - LIST_ITEMS
+        text = ", ".join(str(v) for v in shown[:LIST_ITEMS])
+        return f"{text} and {more} more" if more > 0 else text
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _items(doc: dict[str, Any] | None) -> list[tuple[str, str]]:
+    return [(k.replace("_", " "), _value(v)) for k, v in (doc or {}).items()]
+
+
+def _kind(row: dict[str, Any]) -> str:
+    if row.get("outcome") == "refused":
+        return "refused"
+    verb = str(row.get("action", "")).rsplit(":", 1)[-1]
+    return "read" if verb in READS else "change"
+
+
+def _shown(row: dict[str, Any]) -> dict[str, Any]:
+    """An audit row as the pages show it."""
+    target = row.get("target") or ""
+    subject, _, ident = target.partition(":")
+    return {
+        **row,
+        "who": row.get("actor") or {},
+        "kind": _kind(row),
+        "summary_items": _items(row.get("summary")),
+        "target_case": int(ident) if subject == "case" and ident.isdigit() else None,
+        "short_hash": (row.get("hash") or "")[:10],
+    }
+
+
+# --- search ----------------------------------------------------------------------------
+
+
+def _number(errors: list[FieldError], field: str, value: str, what: str) -> int | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1 or len(value) > 12:
+        errors.append(FieldError(field, f"enter a {what} number, like 1042"))
+        return None
+    return int(value)
+
+
+def _date(errors: list[FieldError], field: str, value: str) -> date | None:
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        errors.append(FieldError(field, "enter a real date, like 2026-04-01"))
+        return None
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def search_page(request: Request) -> HTMLResponse:
+    action = "web:audit:search"
+    actor = _auditor(request, action)
+    rt = session.runtime(request)
+    params = request.query_params
+    names = ("case_id", "person_id", "user", "action", "outcome", "from", "to", "order")
+    filters = {k: params.get(k, "").strip() for k in names}
+    try:
+        page = max(int(params.get("page", "1")), 1)
+    except ValueError:
+        page = 1
+    errors: list[FieldError] = []
+    case_id = _number(errors, "case_id", filters["case_id"], "case")
+    person_id = _number(errors, "person_id", filters["person_id"], "person")
+    actor_id = None
+    if filters["user"]:
+        actor_id = rt.accounts.user_id_for(filters["user"])
+        if actor_id is None:
+            errors.append(FieldError("user", f"there is no user called {filters['user']}"))
+    if len(filters["action"]) > 100:
+        errors.append(FieldError("action", "must be at most 100 characters"))
+    if filters["outcome"] not in ("", "allowed", "refused"):
+        errors.append(FieldError("outcome", "choose allowed or refused"))
+    start, end = _date(errors, "from", filters["from"]), _date(errors, "to", filters["to"])
+    if start and end and end < start:
+        errors.append(FieldError("to", "must not be before the from date"))
+    newest_first = filters["order"] != "oldest"
+    rows: list[dict[str, Any]] = []
+    more = False
+    if errors:
+        rt.engine.refused(actor, action, InvalidData(errors), target="audit", case_id=case_id)
+    else:
+        tz = ZoneInfo(rt.policy.timezone)
+        query = audit.AuditQuery(
+            case_id=case_id, person_id=person_id, actor_id=actor_id,
+            action=filters["action"] or None, outcome=filters["outcome"] or None,
+            since=datetime.combine(start, time(0), tz) if start else None,
+            until=(datetime.combine(end + timedelta(days=1), time(0), tz)
+                   - timedelta(microseconds=1)) if end else None,
+        )  # fmt: skip
+        with rt.db.transaction() as s:
+            found = audit.search(
+                s, rt.audit, actor, query, limit=PAGE + 1, offset=(page - 1) * PAGE,
+                newest_first=newest_first,
+            )  # fmt: skip
+        more = len(found) > PAGE
+        rows = [_shown(r) for r in found[:PAGE]]
+    base = {k: v for k, v in filters.items() if v}
+    searched = bool({k for k in base if k != "order"})
+    return render(
+        request, "audit_search.html",
+        {"title": "Audit log", "filters": filters, "errors": errors, "rows": rows,
+         "page": page, "searched": searched, "newest_first": newest_first,
+         "prev_url": f"/audit?{urlencode({**base, 'page': page - 1})}" if page > 1 else None,
+         "next_url": f"/audit?{urlencode({**base, 'page': page + 1})}" if more else None},
+        actor=actor, status=422 if errors else 200,
+    )  # fmt: skip
+
+
+# --- a case's reconstruction -----------------------------------------------------------
+
+
+def _timeline(rows: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Audit rows in the order they were written, each change joined to its history entry
+    (the state change and the data given: the why). A history entry with no audit row of
+    its own (none should exist) still appears, at its time."""
+    by_version = {h["version"]: h for h in history}
+    used: set[int] = set()
+    out = []
+    for row in rows:
+        item = _shown(row)
+        summary = row.get("summary") or {}
+        action = str(row.get("action", ""))
+        entry = None
+        if row.get("outcome") == "allowed" and ":case:" in action:
+            if action.endswith(":case:open"):
+                entry = by_version.get(1)
+            elif "version" in summary and "event" in summary:
+                entry = by_version.get(summary["version"])
+                if entry and entry["event"] != summary["event"]:
+                    entry = None
+        if entry is not None and entry["version"] not in used:
+            used.add(entry["version"])
+            item["change"] = {**entry, "data_items": _items(entry.get("data"))}
+        out.append(item)
+    for h in history:
+        if h["version"] not in used:
+            out.append({
+                "at": h["at"], "kind": "change", "who": {"name": h["actor_name"]},
+                "action": f"history:{h['event']}", "outcome": "allowed", "summary_items": [],
+                "change": {**h, "data_items": _items(h.get("data"))}, "seq": None,
+            })  # fmt: skip
+    out.sort(key=lambda i: datetime.fromisoformat(i["at"]))
+    return out
+
+
+def _readers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Who read the case (or its person), how often, first and last."""
+    seen: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        if _kind(row) != "read":
+            continue
+        who = row.get("actor") or {}
+        key = who.get("id") or who.get("username")
+        entry = seen.setdefault(key, {"who": who, "count": 0, "first": row["at"], "actions": set()})
+        entry["count"] += 1
+        entry["last"] = row["at"]
+        entry["actions"].add(str(row.get("action", "")).split(":", 1)[-1])
+    return sorted(seen.values(), key=lambda e: e["first"])
+
+
+@router.get("/audit/cases/{case_id}", response_class=HTMLResponse)
+def reconstruct(request: Request, case_id: int) -> HTMLResponse:
+    action = "web:audit:reconstruct"
+    actor = _auditor(request, action)
+    rt = session.runtime(request)
+    case = rt.cases.view(actor, case_id)
+    history = rt.cases.history(actor, case_id) if case["history_visible"] else []
+    query = audit.AuditQuery(case_id=case_id, with_person_id=case["person_id"])
+    with rt.db.transaction() as s:
+        rows = audit.search(s, rt.audit, actor, query, limit=CASE_ROWS + 1, action=action)
+    capped = len(rows) > CASE_ROWS
+    rows = rows[:CASE_ROWS]
+    timeline = _timeline(rows, history)
+    counts = {k: sum(1 for i in timeline if i["kind"] == k) for k in ("change", "read", "refused")}
+    return render(
+        request, "audit_case.html",
+        {"title": f"Reconstruction of case {case_id}", "case": case, "timeline": timeline,
+         "readers": _readers(rows), "counts": counts, "capped": capped, "limit": CASE_ROWS,
+         "history": history},
+        actor=actor,
+    )  # fmt: skip
+
+
+# --- verification ----------------------------------------------------------------------
+
+
+def _verifier(request: Request) -> Actor:
+    return _require(
+        request, "audit:chain:verify", "web:audit:verify", "you may not verify the audit chain"
+    )
+
+
+@router.get("/audit/verify", response_class=HTMLResponse)
+def verify_page(request: Request) -> HTMLResponse:
+    actor = _verifier(request)
+    return render(request, "audit_verify.html", {"title": "Verify the audit chain"}, actor=actor)
+
+
+@router.post("/audit/verify", response_class=HTMLResponse)
+async def verify(request: Request) -> HTMLResponse:
+    actor = _verifier(request)
+    form = await request.form()
+    rt = session.runtime(request)
+    if not session.csrf_ok(request, str(form.get("csrf") or "")):
+        exc = Forbidden("the form's security token is missing or wrong; reload the page")
+        rt.engine.refused(actor, "web:audit:verify", exc, target="audit")
+        raise exc
+    result = await run_in_threadpool(rt.verify_audit)
+    broken_row = None
+    with rt.db.transaction() as s:
+        rt.audit.record(s, actor, "web:audit:verify", target="audit", summary=result.as_dict())
+        # Only an auditor sees the broken row itself: an administrator may verify the chain
+        # but not read the log (its rows name cases).
+        if result.first_broken_audit_id and rt.access.can(actor, "audit:log:view"):
+            where = AuditEvent.id == result.first_broken_audit_id
+            found = list(audit.rows_for(s, where, 1))  # type: ignore[arg-type]
+            broken_row = _shown(found[0]) if found else None
+    return render(
+        request, "audit_verify.html",
+        {"title": "Verify the audit chain", "result": result, "broken_row": broken_row,
+         "checked_at": rt.clock.now().isoformat(),
+         "can_search": rt.access.can(actor, "audit:log:view")},
+        actor=actor,
+    )  # fmt: skip
