@@ -26,7 +26,7 @@ run: $(STAMP)
 # Every test; those that touch the database also run on PostgreSQL when
 # REFERRAL_ENGINE_TEST_PG_URL names a server (.ci/run always provides one).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

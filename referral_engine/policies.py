@@ -86,6 +86,8 @@ class ReferenceFile(Strict):
     concerns: dict[str, str]
     consent: dict[str, str]
     mash_outcomes: dict[str, str]
+    # Outcomes a specialist pathway tells the referrer directly (not a MASH decision).
+    pathway_outcomes: dict[str, str] = {}
     onward_pathways: dict[str, str]
     marac_criteria: dict[str, str]
     exploitation_types: dict[str, str]

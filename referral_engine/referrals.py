@@ -359,7 +359,8 @@ class Referrals:
         return {"items": items, "total": total, "limit": limit, "offset": offset}
 
     def describe(self, row: Referral, case: Case | None, *, full: bool) -> dict:
-        outcomes = self.policy.reference.mash_outcomes
+        ref = self.policy.reference
+        outcomes = {**ref.mash_outcomes, **ref.pathway_outcomes}
         status = "decided" if row.outcome else ("closed" if case and case.closed else "in_progress")
         out: dict[str, Any] = {
             "id": row.id,

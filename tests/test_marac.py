@@ -799,6 +799,7 @@ class TestDecline:
         assert got["state"] == "declined" and got["case"]["closed"] is True
         told = ok(constable.get(f"/api/referrals/{created['id']}"))
         assert told["outcome"] == "marac_declined"
+        assert told["outcome_label"] == "Not taken to MARAC; support offered instead"
         assert told["feedback"] == support
         assert told["status"] == "decided"
         assert "reason" not in told and "details" not in told  # the referrer sees status only
