@@ -64,6 +64,9 @@ def test_auditor_searches_by_case_and_sees_the_rows_of_its_life(runtime, refer, 
     auditor = browser_for("auditor")
     home = auditor.get("/")
     assert 'href="/audit"' in home.text
+    # the case page leads the auditor to its reconstruction; the officer gets no such link
+    assert f'href="/audit/cases/{case_id}"' in auditor.get(f"/cases/{case_id}").text
+    assert "/audit/cases/" not in browser_for("officer").get(f"/cases/{case_id}").text
 
     r = auditor.get(f"/audit?case_id={case_id}&order=oldest")
     assert r.status_code == 200

@@ -53,7 +53,8 @@ def _page(
         request, "case.html",
         {"title": f"Case {case_id}", "case": case, "history": history,
          "open_event": open_event, "values": values or {}, "errors": errors or [],
-         "choices": _choices(request, actor, case), "flash": flash, "flash_kind": flash_kind},
+         "choices": _choices(request, actor, case), "flash": flash, "flash_kind": flash_kind,
+         "can_audit": rt.access.can(actor, "audit:log:view")},
         actor=actor, status=status,
     )  # fmt: skip
 
