@@ -243,6 +243,7 @@ class Outbox(SQLModel, table=True):
     dedupe_key: str = Field(max_length=200, unique=True)
     # Email delivery: pending -> sending (claimed; `next_attempt_at` is then the lease's
     # end) -> sent | failed | skipped (no address). In-app state is `read_at` alone.
+    # `next_attempt_at` None: send as soon as possible.
     status: str = Field(default="pending", max_length=20)
     claimed_by: str | None = Field(default=None, max_length=64)
     attempts: int = 0

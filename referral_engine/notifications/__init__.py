@@ -51,7 +51,9 @@ class Outbox:
                 "dedupe_key": f"{dedupe}:u{uid}",
                 "status": "pending",
                 "attempts": 0,
-                "next_attempt_at": now,
+                # None: as soon as possible. (Writers here have no product clock; the
+                # sender compares retry and lease times with its own.)
+                "next_attempt_at": None,
             }
             for uid in dict.fromkeys(user_ids)
         ]

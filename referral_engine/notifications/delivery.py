@@ -93,9 +93,9 @@ class Sender:
                 sa.select(_outbox.c.id)
                 .where(
                     _outbox.c.status.in_(("pending", "sending")),
-                    _outbox.c.next_attempt_at <= now,
+                    sa.or_(_outbox.c.next_attempt_at.is_(None), _outbox.c.next_attempt_at <= now),
                 )
-                .order_by(_outbox.c.next_attempt_at, _outbox.c.id)
+                .order_by(_outbox.c.id)
                 .limit(BATCH)
             )
             if self.db.is_postgres:
