@@ -201,6 +201,11 @@ def test_api_and_dashboard_downloads(runtime, world, users, browser_for):
     assert cases.status_code == 200 and int(cases.headers["x-row-count"]) > 0
 
     page = browser_for("coordinator")
+    queue = page.get("/queue", params={"pathway": "marac"})
+    assert "/exports/cases.xlsx?pathway=marac" in queue.text
+    listed = page.get("/exports/cases.xlsx", params={"pathway": "marac"})
+    assert [r[2] for r in xlsx_rows(listed.content)[1:]] == ["marac", "marac"]
+    assert "/exports/cases" not in browser_for("officer").get("/queue").text
     board = page.get("/dashboard", params=params)
     link = "/exports/kpis.csv?from=2026-11-01&amp;to=2026-11-30"
     assert link in board.text and "/exports/marac.xlsx" in board.text

@@ -8,6 +8,7 @@ Every test runs on SQLite and on PostgreSQL (conftest's `backend`).
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -44,7 +45,7 @@ def settings(db_url, mailbox):
         db_url, smtp_host="127.0.0.1", smtp_port=mailbox.port, smtp_starttls=False,
         smtp_from="Referral Engine <noreply@council.example>",
         notify_max_attempts=3, notify_backoff_seconds=60, notify_lease_seconds=300,
-        base_url="https://referrals.council.example",
+        base_url="https://referrals.council.example", notify_interval_seconds=0.05,
     )  # fmt: skip
 
 
@@ -390,3 +391,17 @@ def test_every_page_shows_the_unread_count(runtime, staff, refer, browser_for):
     assert "unread" not in page.get("/").text.split("</header>")[0]
     refused = page.post("/notifications/read", data={"csrf": "wrong"}, follow_redirects=False)
     assert refused.status_code == 403
+
+
+def test_serve_drains_the_outbox_in_the_background(runtime, settings, emails, refer, mailbox):
+    from starlette.testclient import TestClient
+
+    from web.app import create_app
+
+    refer(subject=SUBJECT)
+    with TestClient(create_app(settings=settings, runtime=runtime, deliver=True)):
+        give_up = time.monotonic() + 60  # a bound on waiting, not a speed requirement
+        while not mailbox.messages and time.monotonic() < give_up:
+            time.sleep(0.05)
+    assert mailbox.subjects(emails["teacher"]) == ["Your referral has been received"]
+    assert [r.status for r in rows(runtime)] == ["sent"]

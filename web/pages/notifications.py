@@ -46,6 +46,30 @@ async def notifications_read(request: Request):
     return redirect(f"/notifications?marked={marked}")
 
 
+def _flag(value: str | None) -> bool | None:
+    return {"true": True, "false": False}.get((value or "").lower())
+
+
+@router.get("/exports/cases.{fmt}")
+def export_cases_download(
+    request: Request,
+    fmt: Literal["csv", "xlsx"],
+    pathway: str = "",
+    state: str = "",
+    rag: str = "",
+    overdue: str = "",
+    assigned_to_me: str = "",
+) -> Response:
+    """The queue page's download links: the list as filtered there, every page of it."""
+    actor = signed_in(request).via("web")
+    rt = session.runtime(request)
+    got = rt.exports.cases(
+        actor, fmt, pathway=pathway or None, state=state or None, rag=rag or None,
+        overdue=_flag(overdue), assigned_to_me=assigned_to_me == "true",
+    )  # fmt: skip
+    return download(got)
+
+
 @router.get("/exports/{what}.{fmt}")
 def export_download(
     request: Request,
