@@ -405,3 +405,18 @@ def test_serve_drains_the_outbox_in_the_background(runtime, settings, emails, re
             time.sleep(0.05)
     assert mailbox.subjects(emails["teacher"]) == ["Your referral has been received"]
     assert [r.status for r in rows(runtime)] == ["sent"]
+
+
+def test_a_kind_without_its_own_template_is_still_told_plainly(
+    runtime, staff, emails, refer, mailbox
+):
+    case_id = refer(subject=SUBJECT)["case_id"]
+    with runtime.db.transaction() as s:
+        runtime.outbox.enqueue(
+            s, kind="panel_papers_ready", user_ids=[staff["officer"].user_id], case_id=case_id,
+            dedupe="new-kind", payload={"anything": "=unexpected"},
+        )  # fmt: skip
+    assert runtime.sender.deliver().sent == 2
+    (msg,) = mailbox.to(emails["officer"])
+    assert str(msg["Subject"]) == "A case needs your attention"
+    assert f"Case {case_id} (MASH" in text_of(msg) and "unexpected" not in text_of(msg)

@@ -10,6 +10,7 @@ server's logs or a lock screen through them.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..clock import LONDON
 from ..models import Case, Outbox, Referral, User
 from ..policies import Policy
 
+log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 # kind -> (subject, template). Subjects are constants on purpose (see the module doc).
@@ -118,7 +120,25 @@ class Renderer:
 
     def render(self, s: Session, row: Outbox) -> Notice:
         subject, name = KINDS.get(row.kind, GENERIC)
-        ctx = self.context(s, row)
-        text = self.env.get_template(f"{name}.txt").render(ctx)
-        html = self.env.get_template(f"{name}.html").render(ctx, subject=subject)
+        try:
+            ctx = self.context(s, row)
+            text = self.env.get_template(f"{name}.txt").render(ctx)
+            html = self.env.get_template(f"{name}.html").render(ctx, subject=subject)
+        except Exception:
+            # A row the templates cannot render (an unexpected payload) still tells its
+            # recipient something, and never blocks the rows queued behind it.
+            log.exception("notification %s (%s) fell back to the generic text", row.id, row.kind)
+            subject, link = (
+                GENERIC[0],
+                self.base_url + (f"/cases/{row.case_id}" if row.case_id else "/"),
+            )
+            ctx = {
+                "kind": row.kind,
+                "name": "",
+                "link": link,
+                "case_id": row.case_id,
+                "pathway": "",
+            }
+            text = self.env.get_template("generic.txt").render(ctx)
+            html = self.env.get_template("generic.html").render(ctx, subject=subject)
         return Notice(subject=subject, text=text.strip() + "\n", html=html, link=ctx["link"])
