@@ -9,6 +9,7 @@ import threading
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 def free_port() -> int:
@@ -20,7 +21,8 @@ def free_port() -> int:
 class Mailbox:
     """Start, stop and start again on the same port; `messages` is everything received."""
 
-    def __init__(self) -> None:
+    def __init__(self, login: tuple[str, str] | None = None) -> None:
+        self.login = login  # when set, only this user and password may sign in
         self.port = free_port()
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
@@ -34,9 +36,21 @@ class Mailbox:
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 Message accepted for delivery"
 
+    def _authenticate(self, server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and self.login == (
+            auth_data.login.decode(),
+            auth_data.password.decode(),
+        )
+        return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535
+
     def start(self) -> None:
         assert self._controller is None
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        auth = {}
+        if self.login:
+            # Loopback only, so sign-in without TLS is allowed here (never in production).
+            # (AUTH offered, not demanded: demanding it without TLS makes aiosmtpd warn.)
+            auth = {"authenticator": self._authenticate, "auth_require_tls": False}
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **auth)
         self._controller.start()
 
     def stop(self) -> None:

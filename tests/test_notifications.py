@@ -420,3 +420,27 @@ def test_a_kind_without_its_own_template_is_still_told_plainly(
     (msg,) = mailbox.to(emails["officer"])
     assert str(msg["Subject"]) == "A case needs your attention"
     assert f"Case {case_id} (MASH" in text_of(msg) and "unexpected" not in text_of(msg)
+
+
+def test_the_sender_signs_in_when_the_server_asks_and_a_wrong_password_is_not_sent(
+    runtime, settings, staff, emails, refer, clock
+):
+    box = Mailbox(login=("relay-user", "relay-pass-0123"))
+    box.start()
+    try:
+        refer(subject=SUBJECT)
+
+        def sender(password: str) -> Sender:
+            config = settings.model_copy(update={
+                "smtp_port": box.port, "smtp_user": "relay-user", "smtp_password": password,
+            })  # fmt: skip
+            return Sender(runtime.db, runtime.clock, config, runtime.sender.renderer)
+
+        wrong = sender("not-the-password").deliver()
+        assert wrong.sent == 0 and wrong.retrying == 1 and box.messages == []
+        assert "SMTPAuthenticationError" in rows(runtime)[0].last_error
+        clock.advance(timedelta(minutes=1))
+        assert sender("relay-pass-0123").deliver().sent == 1
+        assert box.subjects(emails["teacher"]) == ["Your referral has been received"]
+    finally:
+        box.stop()
