@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_from: str = "Referral Engine <referral-engine@localhost>"
     smtp_timeout_seconds: float = 30.0
+    # A CA bundle to trust for STARTTLS (an internal relay's CA); default: the system's.
+    smtp_ca_file: Path | None = None
     # Delivery: tries before a notice is marked failed; the first retry waits this long,
     # each later one twice as long; a claimed row is retried if unmarked after the lease.
     notify_max_attempts: int = 6

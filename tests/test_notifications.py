@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 from conftest import csrf_of, make_settings
-from smtpbox import Mailbox, html_of, text_of
+from smtpbox import Mailbox, html_of, self_signed, text_of
 
 from referral_engine.models import Agency, Deadline, Outbox, User
 from referral_engine.notifications.delivery import Sender
@@ -444,3 +444,46 @@ def test_the_sender_signs_in_when_the_server_asks_and_a_wrong_password_is_not_se
         assert box.subjects(emails["teacher"]) == ["Your referral has been received"]
     finally:
         box.stop()
+
+
+def test_starttls_is_used_and_the_relays_certificate_is_checked(
+    runtime, settings, staff, emails, refer, clock, tmp_path
+):
+    context, ca_file = self_signed(tmp_path)
+    box = Mailbox(tls=context)
+    box.start()
+    try:
+        refer(subject=SUBJECT)
+
+        def sender(**config) -> Sender:
+            mine = settings.model_copy(update={"smtp_port": box.port, **config})
+            return Sender(runtime.db, runtime.clock, mine, runtime.sender.renderer)
+
+        # Without STARTTLS the relay refuses; trusting only the system's CAs, the
+        # self-signed relay is not believed. Neither sends anything.
+        plain = sender(smtp_starttls=False).deliver()
+        assert plain.sent == 0 and "530" in rows(runtime)[0].last_error
+        clock.advance(timedelta(minutes=1))
+        untrusted = sender(smtp_starttls=True).deliver()
+        assert untrusted.sent == 0 and "CERTIFICATE_VERIFY_FAILED" in rows(runtime)[0].last_error
+        assert box.messages == []
+        clock.advance(timedelta(minutes=2))
+        trusted = sender(smtp_starttls=True, smtp_ca_file=ca_file).deliver()
+        assert trusted.sent == 1
+        assert box.subjects(emails["teacher"]) == ["Your referral has been received"]
+    finally:
+        box.stop()
+
+
+def test_an_address_the_server_refuses_fails_at_once_and_others_still_go(
+    runtime, staff, emails, refer, fire, mailbox
+):
+    mailbox.refuse.add(emails["teacher"])
+    case_id = refer(subject=SUBJECT)["case_id"]
+    fire(case_id, "manager", "assign", {"user": "officer"})
+    got = runtime.sender.deliver()
+    assert (got.sent, got.failed, got.retrying) == (1, 1, 0)
+    refused = rows(runtime, recipient_user_id=staff["teacher"].user_id)[0]
+    assert refused.status == "failed" and refused.attempts == 1
+    assert "550" in refused.last_error and "No such user" in refused.last_error
+    assert mailbox.subjects(emails["officer"]) == ["A case has been assigned to you"]

@@ -18,7 +18,7 @@ from .render import Notice
 
 
 class PermanentFailure(Exception):
-    """The server refused this message for good (5xx): retrying would not help."""
+    """The server refused this message or its recipient for good: retrying cannot help."""
 
 
 def message_id(row_id: int, dedupe_key: str, sender: str) -> str:
@@ -55,7 +55,10 @@ class Mailer:
         try:
             smtp.ehlo()
             if st.smtp_starttls:
-                smtp.starttls(context=ssl.create_default_context())
+                # Certificate and host name are verified: a relay that cannot prove
+                # who it is never receives a message.
+                ca = str(st.smtp_ca_file) if st.smtp_ca_file else None
+                smtp.starttls(context=ssl.create_default_context(cafile=ca))
                 smtp.ehlo()
             if st.smtp_user:
                 smtp.login(st.smtp_user, st.smtp_password or "")
@@ -73,7 +76,9 @@ class Mailer:
             if all(code >= 500 for code in codes):
                 raise PermanentFailure(f"recipient refused: {exc.recipients}") from exc
             raise
-        except smtplib.SMTPResponseException as exc:
+        except smtplib.SMTPDataError as exc:
+            # The message itself refused for good (e.g. as spam). A 5xx refusing the
+            # sender (530 sign-in or TLS needed) is a set-up fault: retried until fixed.
             if exc.smtp_code >= 500:
                 raise PermanentFailure(f"{exc.smtp_code} {exc.smtp_error!r}") from exc
             raise
