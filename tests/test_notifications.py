@@ -148,6 +148,10 @@ def test_a_referrals_life_sends_the_right_emails_and_notices_once_each(
         "referral_received",
     ]
     assert FEEDBACK not in str(mine) and "drinking" not in str(mine)
+    assert (
+        mine["items"][0]["text"]
+        == f"An outcome has been recorded for your referral {reference}: Early help.\n"
+    )  # noqa: E501
     assert runtime.inbox.mark_read(staff["teacher"].actor, [mine["items"][1]["id"]]) == 1
     after = runtime.inbox.list(staff["teacher"].actor)
     assert after["unread"] == 1
@@ -420,6 +424,15 @@ def test_a_kind_without_its_own_template_is_still_told_plainly(
     (msg,) = mailbox.to(emails["officer"])
     assert str(msg["Subject"]) == "A case needs your attention"
     assert f"Case {case_id} (MASH" in text_of(msg) and "unexpected" not in text_of(msg)
+    # A payload the kind's template cannot use (a bad date) gets the plain text too.
+    with runtime.db.transaction() as s:
+        runtime.outbox.enqueue(
+            s, kind="marac_action", user_ids=[staff["officer"].user_id], case_id=case_id,
+            dedupe="bad-date", payload={"action_id": "A9", "due": "soon"},
+        )  # fmt: skip
+    newest = runtime.inbox.list(staff["officer"].actor)["items"][0]
+    assert newest["title"] == "A case needs your attention"
+    assert newest["text"] == f"Case {case_id} needs your attention.\n"
 
 
 def test_the_sender_signs_in_when_the_server_asks_and_a_wrong_password_is_not_sent(

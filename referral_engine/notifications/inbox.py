@@ -57,7 +57,7 @@ class Inbox:
             ).scalars()
             items = []
             for row in rows:
-                notice = self.renderer.render(s, row)
+                notice = self.renderer.render(s, row, in_app=True)
                 items.append({
                     "id": row.id, "kind": row.kind, "title": notice.subject, "text": notice.text,
                     "link": notice.link.removeprefix(self.renderer.base_url) or "/",

@@ -118,10 +118,11 @@ class Renderer:
         )
         return ctx
 
-    def render(self, s: Session, row: Outbox) -> Notice:
+    def render(self, s: Session, row: Outbox, *, in_app: bool = False) -> Notice:
+        """`in_app`: the text without the letter's greeting and footer."""
         subject, name = KINDS.get(row.kind, GENERIC)
         try:
-            ctx = self.context(s, row)
+            ctx = self.context(s, row) | {"in_app": in_app}
             text = self.env.get_template(f"{name}.txt").render(ctx)
             html = self.env.get_template(f"{name}.html").render(ctx, subject=subject)
         except Exception:
@@ -138,6 +139,7 @@ class Renderer:
                 "link": link,
                 "case_id": row.case_id,
                 "pathway": "",
+                "in_app": in_app,
             }
             text = self.env.get_template("generic.txt").render(ctx)
             html = self.env.get_template("generic.html").render(ctx, subject=subject)
