@@ -151,7 +151,7 @@ def test_a_referrals_life_sends_the_right_emails_and_notices_once_each(
     assert (
         mine["items"][0]["text"]
         == f"An outcome has been recorded for your referral {reference}: Early help.\n"
-    )  # noqa: E501
+    )
     assert runtime.inbox.mark_read(staff["teacher"].actor, [mine["items"][1]["id"]]) == 1
     after = runtime.inbox.list(staff["teacher"].actor)
     assert after["unread"] == 1
