@@ -8,7 +8,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
+
+import sqlalchemy as sa
 
 from .access import Actor
 from .clock import LONDON
@@ -58,9 +60,15 @@ def cmd_users_add(args: argparse.Namespace) -> int:
             display_name=args.display_name,
             email=args.email,
         )
+        if args.agency_contact:
+            if user.agency_id is None:
+                print("--agency-contact needs --agency", file=sys.stderr)
+                raise SystemExit(2)
+            runtime.outbox.set_agency_contact(s, user.agency_id, user.id)
         runtime.audit.record(
             s, actor, "cli:user:add", target=f"user:{user.id}",
-            summary={"username": user.username, "roles": args.role, "agency": args.agency},
+            summary={"username": user.username, "roles": args.role, "agency": args.agency,
+                     "agency_contact": bool(args.agency_contact)},
         )  # fmt: skip
     print(f"added user {args.username} (id {user.id}) with roles {', '.join(args.role)}")
     return 0
@@ -84,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = get_settings()
     settings.require_secrets()
     uvicorn.run(
-        create_app(settings=settings),
+        create_app(settings=settings, deliver=True),
         host=args.host,
         port=args.port,
         log_level="info",
@@ -106,10 +114,67 @@ def cmd_tick(args: argparse.Namespace) -> int:
             now = now.replace(tzinfo=LONDON)
     runtime = _runtime()
     result = runtime.scheduler.tick(now)
+    emails = runtime.sender.deliver(now)
     if not runtime.audit.link_inline:
         runtime.audit.run_sequencer(runtime.db.engine)
-    print(json.dumps(result.as_dict()))
+    print(json.dumps({**result.as_dict(), "emails": emails.as_dict()}))
     return 1 if result.failed else 0
+
+
+def _day(value: str, flag: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        message = f"referral-engine: {flag}: {value!r} is not a date like 2026-04-01"
+        raise SystemExit(message) from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write an export to --output (or standard output), audited as the command line."""
+    runtime = _runtime()
+    actor = _export_actor(runtime, args.as_user)
+    if args.what == "cases":
+        got = runtime.exports.cases(
+            actor, args.format, pathway=args.pathway, include_closed=args.include_closed
+        )
+    else:
+        if not (args.start and args.end):
+            print("referral-engine: export needs --from and --to", file=sys.stderr)
+            return 2
+        start, end = _day(args.start, "--from"), _day(args.end, "--to")
+        got = getattr(runtime.exports, args.what)(actor, start, end, args.format)
+    if not runtime.audit.link_inline:
+        runtime.audit.run_sequencer(runtime.db.engine)
+    if args.output in (None, "-"):
+        sys.stdout.buffer.write(got.content)
+        sys.stdout.flush()
+    else:
+        with open(args.output, "wb") as f:
+            f.write(got.content)
+        print(f"wrote {got.rows} rows to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _export_actor(runtime, username: str | None) -> Actor:
+    """Exports run with a named user's permissions (default: every reporting permission)."""
+    if username:
+        from .models import User
+
+        with runtime.db.reading() as s:
+            uid = s.execute(sa.select(User.id).where(User.username == username)).scalar()
+            actor = runtime.accounts.actor_for_user(s, uid, source="cli", request_id=None)
+
+        if actor is None:
+            raise SystemExit(f"referral-engine: --as: no active user {username!r}")
+        return actor
+    cli = _cli_actor(runtime)
+    roles = [r for r in runtime.policy.roles if runtime.access.can(
+        runtime.access.actor(user_id=None, username="x", display_name="x", roles=[r]),
+        "report:kpi:view")]  # fmt: skip
+    return runtime.access.actor(
+        user_id=None, username=cli.username, display_name=cli.display_name,
+        roles=roles, source="cli",
+    )  # fmt: skip
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -163,6 +228,10 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--display-name")
     add.add_argument("--email")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.add_argument(
+        "--agency-contact", action="store_true",
+        help="make this user the agency's contact (receives MARAC actions and listings)",
+    )  # fmt: skip
     add.set_defaults(func=cmd_users_add)
 
     demo = sub.add_parser("demo", help="load demo accounts and data (idempotent)")
@@ -179,6 +248,17 @@ def parser() -> argparse.ArgumentParser:
     tick = sub.add_parser("tick", help="fire due deadlines and timers now (idempotent)")
     tick.add_argument("--now", help="ISO time to treat as now (without an offset: UK local time)")
     tick.set_defaults(func=cmd_tick)
+
+    export = sub.add_parser("export", help="CSV or Excel exports (audited)")
+    export.add_argument("what", choices=["kpis", "marac", "nrm", "cases"])
+    export.add_argument("--from", dest="start", help="first day (UK date), e.g. 2026-04-01")
+    export.add_argument("--to", dest="end", help="last day, inclusive")
+    export.add_argument("--format", choices=["csv", "xlsx"], default="csv")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    export.add_argument("--as", dest="as_user", help="export with this user's permissions")
+    export.add_argument("--pathway", help="cases: only this pathway")
+    export.add_argument("--include-closed", action="store_true", help="cases: closed ones too")
+    export.set_defaults(func=cmd_export)
 
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(
         dest="audit", required=True

@@ -59,6 +59,10 @@ DEMO_USERS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
+# Who receives MARAC actions and listings for their agency.
+DEMO_AGENCY_CONTACTS = {"police", "gp", "idva", "marac.coordinator"}
+
+
 def _actor(runtime, username: str) -> Actor:
     with runtime.db.reading() as s:
         uid = s.execute(sa.select(User.id).where(User.username == username)).scalar_one()
@@ -73,10 +77,14 @@ def load_users(runtime) -> None:
         for u in DEMO_USERS:
             if u["username"] in taken:
                 continue
-            runtime.accounts.add_user(
+            user = runtime.accounts.add_user(
                 s, username=u["username"], password=DEMO_PASSWORD, roles=u["roles"],
                 agency=u["agency"], agency_kind=u["kind"], display_name=u["name"],
+                # .invalid never reaches a real mailbox; a local SMTP catcher shows it.
+                email=f"{u['username']}@demo.invalid",
             )  # fmt: skip
+            if u["username"] in DEMO_AGENCY_CONTACTS:
+                runtime.outbox.set_agency_contact(s, user.agency_id, user.id)
 
 
 # (referrer, subject, concerns, summary, immediate danger, steps to take)

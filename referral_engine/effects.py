@@ -117,6 +117,10 @@ class Notify:
     kind: str
     audience: str
     payload: dict[str, Any]
+    # Tells apart several notices of one kind from one event (e.g. one per action).
+    key: str = ""
+    # Who is told instead when `audience` names nobody (e.g. no agency contact is set).
+    fallback: str | None = None
 
 
 Op = SetAttributes | AppendAttribute | SetRag | SetDeadline | MeetDeadline | OpenCase
@@ -125,6 +129,19 @@ Op = Op | ResumeClock | Anonymise | LinkPerson
 
 
 # --- effects ---------------------------------------------------------------------------
+
+# Who a notice is for (resolved by `Engine.audience`).
+AUDIENCES = ("referrer", "allocated", "assigned", "agency_contact")
+AUDIENCE_PREFIXES = ("permission:", "agency_kind:")
+
+
+def _audience(v: str | None) -> str | None:
+    if v is None or v in AUDIENCES or v.startswith(AUDIENCE_PREFIXES):
+        return v
+    raise ValueError(
+        f"{v!r} is not an audience: use {', '.join(AUDIENCES)}, permission:<permission> "
+        "or agency_kind:<kind>"
+    )
 
 
 class SetAttributesParams(Params):
@@ -314,6 +331,12 @@ class AddActionsParams(Params):
     # A data field holding a list of actions, or None for one action in the data itself.
     field: str | None = None
     attribute: str = "actions"
+    # Tell the contact of each action's owning agency (a notice of this kind), or, when
+    # that agency has no contact, `fallback` (an audience, as for `notify`).
+    notify: str | None = None
+    fallback: str | None = None
+
+    _fallback = field_validator("fallback")(_audience)
 
 
 def add_actions(ctx: Context, p: AddActionsParams) -> list[Op]:
@@ -336,6 +359,15 @@ def add_actions(ctx: Context, p: AddActionsParams) -> list[Op]:
         existing.append(action)
         due = local_midnight(date.fromisoformat(item["due"])) + timedelta(days=1)
         ops.append(SetDeadline(f"action_{action['id']}", f"Action {action['id']}", due, "remind"))
+        if p.notify:
+            ops.append(
+                Notify(
+                    p.notify, f"agency_kind:{action['owner_agency']}",
+                    {k: action[k] for k in ("owner_agency", "description", "due")}
+                    | {"action_id": action["id"]},
+                    key=action["id"], fallback=p.fallback,
+                )
+            )  # fmt: skip
     return [SetAttributes({p.attribute: existing}), *ops]
 
 
@@ -406,13 +438,18 @@ def link_person(ctx: Context, p: Params) -> list[Op]:
 
 class NotifyParams(Params):
     kind: str
-    # "referrer", "allocated", "assigned", or "permission:<scope:resource:action>"
+    # "referrer", "allocated", "assigned", "agency_contact" (the contact of the agency the
+    # case came from), "agency_kind:<kind>" (the contacts of agencies of that kind), or
+    # "permission:<scope:resource:action>" (every active holder)
     to: str
+    fallback: str | None = None
     fields: list[str] = []
+
+    _to = field_validator("to", "fallback")(_audience)
 
 
 def notify(ctx: Context, p: NotifyParams) -> list[Op]:
-    return [Notify(p.kind, p.to, {f: ctx.data.get(f) for f in p.fields})]
+    return [Notify(p.kind, p.to, {f: ctx.data.get(f) for f in p.fields}, fallback=p.fallback)]
 
 
 @dataclass(frozen=True)

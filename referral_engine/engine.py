@@ -508,7 +508,7 @@ class Engine:
                             _deadline.c.name == name,
                             _deadline.c.status.in_(OPEN_DEADLINE),
                         )
-                        .values(due_at=due, label=label, on_due=on_due)
+                        .values(due_at=due, label=label, on_due=on_due, warned_at=None)
                     )
                     .rowcount
                 )
@@ -595,18 +595,26 @@ class Engine:
                     s.connection().execute(
                         _deadline.update()
                         .where(_deadline.c.id == row_id)
-                        .values(status="open", paused_at=None, due_at=due + (now - since))
+                        .values(
+                            status="open",
+                            paused_at=None,
+                            due_at=due + (now - since),
+                            warned_at=None,
+                        )
                     )
             case Anonymise(keep):
                 self._anonymise(s, snap, keep)
             case LinkPerson():
                 raise AssertionError("_apply links the person and passes the id on")
-            case Notify(kind, audience, payload):
+            case Notify(kind, audience, payload, key, fallback):
                 users = self.audience(s, audience, snap)
+                if not users and fallback:
+                    users = self.audience(s, fallback, snap)
+                suffix = f":{key}" if key else ""
                 self.outbox.enqueue(
                     s, kind=kind, user_ids=users, case_id=snap.case_id,
                     referral_id=snap.referral_id, payload=payload,
-                    dedupe=f"case:{snap.case_id}:v{snap.version + 1}:{kind}",
+                    dedupe=f"case:{snap.case_id}:v{snap.version + 1}:{kind}{suffix}",
                 )  # fmt: skip
         return []
 
@@ -619,6 +627,11 @@ class Engine:
             return [snap.assigned_to_id] if snap.assigned_to_id else []
         if audience.startswith("permission:"):
             return self.outbox.holders(s, self.policy, audience.removeprefix("permission:"))
+        if audience == "agency_contact":
+            ids = [snap.agency_id] if snap.agency_id else []
+            return self.outbox.agency_contacts(s, agency_ids=ids) if ids else []
+        if audience.startswith("agency_kind:"):
+            return self.outbox.agency_contacts(s, kinds=[audience.removeprefix("agency_kind:")])
         raise ValueError(f"unknown audience {audience!r}")
 
     # --- opening cases -------------------------------------------------------------------

@@ -28,6 +28,8 @@ class Agency(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200, unique=True)
     kind: str = Field(max_length=40)
+    # Who receives what this agency owns (a MARAC action, a listing); see notifications.
+    contact_user_id: int | None = None
 
 
 class User(SQLModel, table=True):
@@ -218,13 +220,18 @@ class Deadline(SQLModel, table=True):
     # While the pathway clock is paused (waiting on a third party): since when.
     paused_at: datetime | None = _ts(default=None)
     late_reason: str | None = Field(default=None, sa_type=sa.Text)
+    # When the "due soon" warning went out (policies/rules.yaml due_soon_hours).
+    warned_at: datetime | None = _ts(default=None)
 
 
 class Outbox(SQLModel, table=True):
     """Notifications waiting to be sent; written in the transaction that caused them."""
 
     __tablename__ = "outbox"
-    __table_args__ = (sa.Index("ix_outbox_status", "status", "next_attempt_at"),)
+    __table_args__ = (
+        sa.Index("ix_outbox_status", "status", "next_attempt_at"),
+        sa.Index("ix_outbox_inbox", "recipient_user_id", "read_at", "id"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = _ts(default_factory=utcnow)
     kind: str = Field(max_length=60)
@@ -234,7 +241,11 @@ class Outbox(SQLModel, table=True):
     payload: dict = _json(default_factory=dict)
     # One notification per reason: a re-run of `tick` cannot notify twice.
     dedupe_key: str = Field(max_length=200, unique=True)
+    # Email delivery: pending -> sending (claimed; `next_attempt_at` is then the lease's
+    # end) -> sent | failed | skipped (no address). In-app state is `read_at` alone.
+    # `next_attempt_at` None: send as soon as possible.
     status: str = Field(default="pending", max_length=20)
+    claimed_by: str | None = Field(default=None, max_length=64)
     attempts: int = 0
     next_attempt_at: datetime | None = _ts(default=None)
     sent_at: datetime | None = _ts(default=None)

@@ -14,9 +14,13 @@ from .cases import Cases
 from .clock import Clock
 from .db import Database
 from .engine import Engine
+from .exports import Exports
 from .meetings import Meetings
 from .merges import Merges
 from .notifications import Outbox
+from .notifications.delivery import Sender
+from .notifications.inbox import Inbox
+from .notifications.render import Renderer
 from .pathways import Workflows
 from .policies import Policy, load_policy
 from .referrals import Referrals
@@ -45,8 +49,12 @@ class Runtime:
     reports: Reports
     meetings: Meetings
     merges: Merges
+    sender: Sender
+    inbox: Inbox
+    exports: Exports
     _stop: threading.Event = field(default_factory=threading.Event)
     _sequencer: threading.Thread | None = None
+    _deliverer: threading.Thread | None = None
 
     @classmethod
     def build(cls, settings: Settings | None = None, clock: Clock | None = None) -> Runtime:
@@ -69,6 +77,12 @@ class Runtime:
             secret=settings.effective_secret_key(), hasher=settings.password_hasher,
             token_ttl=timedelta(minutes=settings.token_ttl_minutes),
         )  # fmt: skip
+        renderer = Renderer(
+            policy, {p: w.definition.label for p, w in workflows.current.items()},
+            settings.base_url,
+        )  # fmt: skip
+        reports = Reports(db, access, policy, audit, engine.refused)
+        cases = Cases(db, engine, access, policy, clock, audit)
         return cls(
             settings=settings,
             db=db,
@@ -81,11 +95,14 @@ class Runtime:
             engine=engine,
             accounts=accounts,
             referrals=Referrals(db, engine, access, policy, clock, audit, outbox),
-            cases=Cases(db, engine, access, policy, clock, audit),
+            cases=cases,
             scheduler=Scheduler(db, engine, policy, clock, audit, outbox),
-            reports=Reports(db, access, policy, audit, engine.refused),
+            reports=reports,
             meetings=Meetings(db, access, workflows, clock, audit, engine.refused),
             merges=Merges(db, access, clock, audit, engine.refused),
+            sender=Sender(db, clock, settings, renderer),
+            inbox=Inbox(db, clock, audit, renderer),
+            exports=Exports(db, access, policy, clock, audit, reports, cases, engine.refused),
         )
 
     def start(self) -> None:
@@ -97,8 +114,26 @@ class Runtime:
             )
             self._sequencer.start()
 
+    def start_delivery(self) -> None:
+        """Drain the outbox by email in the background (`serve`; `tick` does it once)."""
+        if self._deliverer is None and self.sender.mailer.configured:
+            self._deliverer = threading.Thread(
+                target=self._deliver_forever, name="outbox-sender", daemon=True
+            )
+            self._deliverer.start()
+
+    def _deliver_forever(self) -> None:
+        while not self._stop.wait(self.settings.notify_interval_seconds):
+            try:
+                self.sender.deliver()
+            except Exception:  # keep delivering after a transient database error
+                log.exception("outbox delivery pass failed")
+
     def stop(self) -> None:
         self._stop.set()
+        if self._deliverer is not None:
+            self._deliverer.join(timeout=self.settings.smtp_timeout_seconds + 5)
+            self._deliverer = None
         if self._sequencer is not None:
             self._sequencer.join(timeout=5)
             self._sequencer = None

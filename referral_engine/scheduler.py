@@ -5,13 +5,15 @@ several workers never take the same one), and in the same transaction marked and
 on: an SLA deadline is marked breached and escalated to whoever holds the pathway's
 `<pathway>:deadline:escalation` permission; a reminder is sent; a timer fires its event
 through the engine as the system actor. A second run finds nothing left to do, and the
-outbox's dedupe keys make a repeated notice a no-op besides.
+outbox's dedupe keys make a repeated notice a no-op besides. An SLA deadline that will
+fall due within `due_soon_hours` (policies/rules.yaml, the queue's "due soon") is
+claimed the same way once, and its officer and managers are warned.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -32,6 +34,7 @@ BATCH = 200
 @dataclass
 class TickResult:
     breached: list[int] = field(default_factory=list)
+    warned: list[int] = field(default_factory=list)
     reminded: list[int] = field(default_factory=list)
     fired: list[int] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
@@ -39,6 +42,7 @@ class TickResult:
     def as_dict(self) -> dict:
         return {
             "breached": len(self.breached),
+            "warned": len(self.warned),
             "reminded": len(self.reminded),
             "fired": len(self.fired),
             "failed": [{"deadline": d, "reason": r} for d, r in self.failed],
@@ -63,7 +67,54 @@ class Scheduler:
         result = TickResult()
         while self._batch(now, result):
             pass
+        while self._warn_batch(now, result):
+            pass
         return result
+
+    def _warn_batch(self, now: datetime, result: TickResult) -> bool:
+        """Warn of SLA deadlines due soon, each once; False when none are left."""
+        soon = now + timedelta(hours=self.policy.rules.due_soon_hours)
+        with self.db.transaction() as s:
+            query = (
+                sa.select(Deadline, Case)
+                .join(Case, Case.id == Deadline.case_id)
+                .where(
+                    Deadline.status == "open",
+                    Deadline.on_due == "escalate",
+                    Deadline.warned_at.is_(None),
+                    Deadline.due_at >= now,
+                    Deadline.due_at <= soon,
+                )
+                .order_by(Deadline.due_at, Deadline.id)
+                .limit(BATCH)
+            )
+            if self.db.is_postgres:
+                query = query.with_for_update(of=Deadline.__table__, skip_locked=True)
+            claimed = s.execute(query).all()
+            for d, case in claimed:
+                d.warned_at = now
+                s.add(d)
+                users = self._audience(s, case)
+                stamp = int(d.due_at.timestamp())
+                self.outbox.enqueue(
+                    s, kind="deadline_near", user_ids=users, case_id=case.id,
+                    referral_id=case.referral_id, dedupe=f"deadline:{d.id}:near:{stamp}",
+                    payload={"deadline": d.name, "label": d.label, "due_at": d.due_at.isoformat()},
+                )  # fmt: skip
+                self.audit.record(
+                    s, SYSTEM, "tick:deadline:warn", target=f"case:{case.id}", case_id=case.id,
+                    person_id=case.person_id, at=now,
+                    summary={"deadline": d.name, "due_at": d.due_at.isoformat(), "notified": users},
+                )  # fmt: skip
+                result.warned.append(d.id)
+        return len(claimed) == BATCH
+
+    def _audience(self, s: Session, case: Case) -> list[int]:
+        """The managers who hold the pathway's escalation permission, and the officer."""
+        users = self.outbox.holders(s, self.policy, f"{case.pathway}:deadline:escalation")
+        if case.assigned_to_id:
+            users.append(case.assigned_to_id)
+        return users
 
     def _claim(self, s: Session, now: datetime, limit: int):
         query = (
@@ -96,9 +147,7 @@ class Scheduler:
         d.status = "breached" if breach else "reminded"
         d.breached_at = now if breach else None
         s.add(d)
-        users = self.outbox.holders(s, self.policy, f"{case.pathway}:deadline:escalation")
-        if case.assigned_to_id:
-            users.append(case.assigned_to_id)
+        users = self._audience(s, case)
         kind = "deadline_breached" if breach else "deadline_reminder"
         self.outbox.enqueue(
             s, kind=kind, user_ids=users, case_id=case.id, referral_id=case.referral_id,

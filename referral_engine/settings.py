@@ -43,6 +43,25 @@ class Settings(BaseSettings):
     # How often a PostgreSQL server's background sequencer links pending audit rows.
     audit_seal_interval_seconds: float = 1.0
     max_body_bytes: int = 1_000_000
+    # Email (notifications): no host means email is not sent (in-app notices still are).
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "Referral Engine <referral-engine@localhost>"
+    smtp_timeout_seconds: float = 30.0
+    # A CA bundle to trust for STARTTLS (an internal relay's CA); default: the system's.
+    smtp_ca_file: Path | None = None
+    # Delivery: tries before a notice is marked failed; the first retry waits this long,
+    # each later one twice as long; a claimed row is retried if unmarked after the lease.
+    notify_max_attempts: int = 6
+    notify_backoff_seconds: float = 60.0
+    notify_lease_seconds: float = 300.0
+    # How often `serve` drains the outbox in the background.
+    notify_interval_seconds: float = 15.0
+    # Links in emails point here.
+    base_url: str = "http://127.0.0.1:8000"
 
     def effective_secret_key(self) -> str:
         return self._secret("secret_key", self.secret_key, DEMO_SECRET_KEY)

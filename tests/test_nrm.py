@@ -459,7 +459,9 @@ class TestDecisions:
         assert deadlines(moved)["recovery_period"]["status"] == "fired"
 
         again = runtime.scheduler.tick()
-        assert again.as_dict() == {"breached": 0, "reminded": 0, "fired": 0, "failed": []}
+        assert again.as_dict() == {
+            "breached": 0, "warned": 0, "reminded": 0, "fired": 0, "failed": []
+        }  # fmt: skip
         assert case(responder, case_id)["version"] == version + 1
         assert len(history(responder, case_id)) == len(rows)
 

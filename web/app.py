@@ -11,7 +11,18 @@ from fastapi.staticfiles import StaticFiles
 from referral_engine.runtime import Runtime
 from referral_engine.settings import Settings, get_settings
 from web import problems
-from web.api import audit, auth, cases, meetings, people, referrals, reports, workflows
+from web.api import (
+    audit,
+    auth,
+    cases,
+    exports,
+    meetings,
+    notifications,
+    people,
+    referrals,
+    reports,
+    workflows,
+)
 from web.middleware import BodyLimit, RequestContext
 from web.pages import PAGE_ROUTERS
 from web.pages.base import SignInRequired, login_redirect
@@ -19,7 +30,10 @@ from web.pages.base import SignInRequired, login_redirect
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, runtime: Runtime | None = None, *, deliver: bool = False
+) -> FastAPI:
+    """`deliver`: also drain the outbox by email in the background (what `serve` does)."""
     settings = settings or get_settings()
     settings.require_secrets()
     rt = runtime or Runtime.build(settings)
@@ -27,6 +41,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         rt.start()
+        if deliver:
+            rt.start_delivery()
         yield
         rt.stop()
 
@@ -42,7 +58,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = rt
     problems.install(app)
-    for module in (auth, referrals, cases, people, meetings, workflows, audit, reports):
+    for module in (auth, referrals, cases, people, meetings, workflows, audit, reports,
+                   notifications, exports):  # fmt: skip
         app.include_router(module.router)
     for router in PAGE_ROUTERS:
         app.include_router(router)

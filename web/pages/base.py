@@ -117,6 +117,8 @@ def render(
         "path": request.url.path,
         "pathway_labels": {p: w.definition.label for p, w in rt.workflows.current.items()},
         "role_labels": {r: role.label for r, role in rt.policy.roles.items()},
+        # The unread count shown on every page (a count only: not audited as a read).
+        "unread_notifications": rt.inbox.unread_count(actor) if actor else 0,
     }
     ctx.update(context or {})
     return TEMPLATES.TemplateResponse(request, template, ctx, status_code=status)

@@ -57,6 +57,7 @@ def queue(
         {"title": "Cases", "queue": result, "filters": filters, "pathways": pathways,
          "states": states, "errors": errors, "page": page, "last": last,
          "prev_url": f"/queue?{urlencode({**base, 'page': page - 1})}" if page > 1 else None,
-         "next_url": f"/queue?{urlencode({**base, 'page': page + 1})}" if page < last else None},
+         "next_url": f"/queue?{urlencode({**base, 'page': page + 1})}" if page < last else None,
+         "export_query": urlencode(base) if rt.access.can(actor, "report:cases:export") else None},
         actor=actor,
     )  # fmt: skip

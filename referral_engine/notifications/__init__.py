@@ -2,6 +2,10 @@
 them, so a rolled-back change notifies nobody. Each row names one recipient and carries
 a dedupe key: writing the same notice twice (a re-run `tick`, a retried request) is a
 no-op at the database, not a second message. Delivery (email, in-app) drains this table.
+
+The package: this module writes the outbox; `delivery` drains it by email (claim, send,
+mark, with retries and a lease); `render` turns a row into what its recipient may read;
+`inbox` is the in-app view. Templates live in `templates/`.
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from .models import Outbox as OutboxRow
-from .models import User, UserRole
-from .policies import Policy
-from .types import utcnow
+from ..models import Agency, User, UserRole
+from ..models import Outbox as OutboxRow
+from ..policies import Policy
+from ..types import utcnow
 
 _outbox = OutboxRow.__table__
 
@@ -47,7 +51,9 @@ class Outbox:
                 "dedupe_key": f"{dedupe}:u{uid}",
                 "status": "pending",
                 "attempts": 0,
-                "next_attempt_at": now,
+                # None: as soon as possible. (Writers here have no product clock; the
+                # sender compares retry and lease times with its own.)
+                "next_attempt_at": None,
             }
             for uid in dict.fromkeys(user_ids)
         ]
@@ -70,3 +76,23 @@ class Outbox:
                 .order_by(User.id)
             ).scalars()
         )
+
+    def agency_contacts(
+        self, s: Session, *, agency_ids: list[int] | None = None, kinds: list[str] | None = None
+    ) -> list[int]:
+        """The named contacts of these agencies (by id or by kind), if active."""
+        query = (
+            sa.select(Agency.contact_user_id)
+            .join(User, User.id == Agency.contact_user_id)
+            .where(User.disabled.is_(False))
+        )
+        if agency_ids is not None:
+            query = query.where(Agency.id.in_(agency_ids))
+        if kinds is not None:
+            query = query.where(Agency.kind.in_(kinds))
+        return sorted(set(s.execute(query).scalars()))
+
+    @staticmethod
+    def set_agency_contact(s: Session, agency_id: int, user_id: int | None) -> None:
+        """Name who receives what the agency owns (None: nobody; notices fall back)."""
+        s.execute(sa.update(Agency).where(Agency.id == agency_id).values(contact_user_id=user_id))
