@@ -118,6 +118,7 @@ class EventSchema:
 
     def __init__(self, name: str, fields: dict[str, FieldSpec], vocab: Vocabularies):
         self.fields = fields
+        self.vocab = vocab
         self.model = compile_model(name, fields, vocab, extra=self.COMMON)
         self.users = {f: s for f, s in fields.items() if s.type == "user"}
         self.meetings = [f for f, s in fields.items() if s.type == "meeting"]
@@ -153,7 +154,14 @@ class EventSchema:
             if name in self.choices:
                 d["choices"] = list(self.choices[name])
             if spec.items:
-                d["items"] = {k: v.model_dump(exclude_none=True) for k, v in spec.items.items()}
+                # A list's columns name their choices too (an action plan's owner agency),
+                # resolved from the vocabulary as a top-level field's are.
+                d["items"] = {
+                    k: v.model_dump(exclude_none=True, exclude={"choices_from"})
+                    | ({"choices": list(_choices(v, self.vocab))}
+                       if v.type in ("choice", "choices") else {})
+                    for k, v in spec.items.items()
+                }  # fmt: skip
             out[name] = d
         return out
 

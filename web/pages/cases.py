@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from referral_engine import dash as dash_rules
 from referral_engine.errors import Forbidden, InvalidData, NotValidNow, StaleVersion
 from web import forms, session
 from web.pages.base import redirect, render, signed_in
@@ -32,6 +35,21 @@ def _choices(request: Request, actor, case: dict[str, Any]) -> dict[str, list[tu
     return out
 
 
+def _dash(request: Request, case: dict[str, Any]) -> dict[str, Any] | None:
+    """The referral's DASH, scored by the engine's rules, for whoever screens it: a MASH
+    officer rating the risk needs the score the referrer gave (a MARAC case carries its
+    own in its attributes)."""
+    ref = case.get("referral") or {}
+    given = (ref.get("details") or {}).get("dash")
+    if not given or "dash" in case["attributes"]:
+        return None
+    rt = session.runtime(request)
+    return dash_rules.assess(
+        rt.policy.dash, given, agency_kind=ref.get("agency_kind"),
+        referred_at=datetime.fromisoformat(ref["received_at"]), last_marac_referral=None,
+    )  # fmt: skip
+
+
 def _page(
     request: Request,
     actor,
@@ -53,7 +71,8 @@ def _page(
         request, "case.html",
         {"title": f"Case {case_id}", "case": case, "history": history,
          "open_event": open_event, "values": values or {}, "errors": errors or [],
-         "choices": _choices(request, actor, case), "flash": flash, "flash_kind": flash_kind,
+         "choices": _choices(request, actor, case), "dash": _dash(request, case),
+         "flash": flash, "flash_kind": flash_kind,
          "can_audit": rt.access.can(actor, "audit:log:view")},
         actor=actor, status=status,
     )  # fmt: skip
@@ -64,6 +83,15 @@ def case_page(request: Request, case_id: int, done: str = "") -> HTMLResponse:
     actor = signed_in(request)
     flash = f"Done: {done.replace('_', ' ')}." if done else None
     return _page(request, actor, case_id, flash=flash)
+
+
+@router.get("/cases/{case_id}/events/{event}")
+def event_address(request: Request, case_id: int, event: str) -> Response:
+    """Where a case form posts, opened as a page: someone whose session ran out mid-form
+    signs in again and is sent back here (a GET). Show them the case, at that form."""
+    signed_in(request)
+    anchor = f"#event-{event}" if re.fullmatch(r"[a-z][a-z0-9_]{0,63}", event) else ""
+    return redirect(f"/cases/{case_id}{anchor}")
 
 
 @router.post("/cases/{case_id}/events/{event}", response_class=HTMLResponse)

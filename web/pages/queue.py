@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from referral_engine.errors import InvalidData
+from referral_engine.errors import Forbidden, InvalidData
 from web import session
 from web.pages.base import render, signed_in
 
@@ -31,6 +31,12 @@ def queue(
 ) -> HTMLResponse:
     actor = signed_in(request)
     rt = session.runtime(request)
+    if not rt.access.visible_pathways(actor):
+        # No pathway's cases to work (a practitioner follows only their own referrals):
+        # no menu entry, and no page either, rather than an always-empty list.
+        exc = Forbidden("you have no cases to work; your referrals are under My referrals")
+        rt.engine.refused(actor.via("web"), "web:case:list", exc, target="queue")
+        raise exc
     filters = {"pathway": pathway, "state": state, "rag": rag, "overdue": overdue,
                "assigned_to_me": assigned_to_me}  # fmt: skip
     page = max(page, 1)
