@@ -98,6 +98,15 @@ class ReferenceFile(Strict):
     # Agency kinds whose staff are regulated professionals with the FGM reporting duty.
     fgm_duty_agency_kinds: dict[str, str]
 
+    def labels(self) -> dict[str, str]:
+        """Every code's label in one lookup, for showing stored codes to people."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                out.update({k: v for k, v in value.items() if isinstance(v, str)})
+        return out
+
 
 class SignIn(Strict):
     max_failures: int = Field(ge=1)

@@ -15,6 +15,7 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
 
 from referral_engine.access import Actor
 from referral_engine.clock import LONDON
@@ -53,8 +54,13 @@ def duration(seconds: int | None) -> str:
     return f"overdue by {text}" if late else f"{text} left"
 
 
-def label(value: str | None) -> str:
-    return (value or "").replace("_", " ").capitalize()
+@pass_context
+def label(ctx, value: Any) -> str:
+    """A stored code as people read it: the policy's label for it, else the code tidied."""
+    if value is True or value is False:
+        return "Yes" if value else "No"
+    text = "" if value is None else str(value)
+    return (ctx.get("vocab") or {}).get(text) or text.replace("_", " ").capitalize()
 
 
 TEMPLATES.env.filters.update(when=when, day=day, duration=duration, label=label)
@@ -96,6 +102,18 @@ def signed_in(request: Request) -> Actor:
     if actor is None:
         raise SignInRequired()
     return actor
+
+
+_VOCAB: dict[int, dict[str, str]] = {}
+
+
+def _vocab(reference) -> dict[str, str]:
+    """The reference labels, built once per loaded policy rather than per page."""
+    key = id(reference)
+    if key not in _VOCAB:
+        _VOCAB.clear()
+        _VOCAB[key] = reference.labels()
+    return _VOCAB[key]
 
 
 def render(
