@@ -237,7 +237,7 @@ def test_two_workers_deliver_each_notice_exactly_once(runtime, staff, emails, cl
                 s, kind="referral_received", user_ids=recipients, dedupe=f"load:{n}",
                 payload={"reference": f"RE-2026-LOAD{n:02d}"},
             )  # fmt: skip
-    total = 5 * len(recipients)  # 60: more than one batch of 50, so both workers claim
+    total = 5 * len(recipients)  # 60: more than one batch of 50
     workers = [
         Sender(runtime.db, runtime.clock, runtime.settings, runtime.sender.renderer)
         for _ in range(2)
