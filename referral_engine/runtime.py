@@ -10,6 +10,7 @@ from datetime import timedelta
 from .access import Access
 from .accounts import Accounts
 from .audit import AuditLog, Verification, verify
+from .breakglass import BreakGlass
 from .cases import Cases
 from .clock import Clock
 from .db import Database
@@ -45,6 +46,7 @@ class Runtime:
     reports: Reports
     meetings: Meetings
     merges: Merges
+    break_glass: BreakGlass
     _stop: threading.Event = field(default_factory=threading.Event)
     _sequencer: threading.Thread | None = None
 
@@ -86,6 +88,7 @@ class Runtime:
             reports=Reports(db, access, policy, audit, engine.refused),
             meetings=Meetings(db, access, workflows, clock, audit, engine.refused),
             merges=Merges(db, access, clock, audit, engine.refused),
+            break_glass=BreakGlass(db, access, policy, clock, audit, engine.refused),
         )
 
     def start(self) -> None:

@@ -152,6 +152,7 @@ def claims(user_id: int, now: datetime) -> dict[str, Any]:
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(minutes=30)).timestamp()),
         "typ": "access",
+        "gen": 0,
     }
 
 

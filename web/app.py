@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from referral_engine.runtime import Runtime
 from referral_engine.settings import Settings, get_settings
 from web import problems
-from web.api import audit, auth, cases, meetings, people, referrals, reports, workflows
+from web.api import access, audit, auth, cases, meetings, people, referrals, reports, workflows
 from web.middleware import BodyLimit, RequestContext
 from web.pages import PAGE_ROUTERS
 from web.pages.base import SignInRequired, login_redirect
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = rt
     problems.install(app)
-    for module in (auth, referrals, cases, people, meetings, workflows, audit, reports):
+    for module in (auth, referrals, cases, access, people, meetings, workflows, audit, reports):
         app.include_router(module.router)
     for router in PAGE_ROUTERS:
         app.include_router(router)
