@@ -85,6 +85,7 @@ class ReferenceFile(Strict):
     agency_kinds: dict[str, str]
     concerns: dict[str, str]
     consent: dict[str, str]
+    lawful_bases: dict[str, str]
     mash_outcomes: dict[str, str]
     onward_pathways: dict[str, str]
     marac_criteria: dict[str, str]

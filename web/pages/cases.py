@@ -60,7 +60,9 @@ def _page(
         request, "case.html",
         {"title": f"Case {case_id}", "case": case, "history": history,
          "open_event": open_event, "values": values or {}, "errors": errors or [],
-         "choices": _choices(request, actor, case), "flash": flash, "flash_kind": flash_kind},
+         "choices": _choices(request, actor, case), "flash": flash, "flash_kind": flash_kind,
+         "lawful_bases": rt.policy.reference.lawful_bases,
+         "agency_kinds": rt.policy.reference.agency_kinds},
         actor=actor, status=status,
     )  # fmt: skip
 
