@@ -76,10 +76,10 @@ class World:
 
     _actors: dict[str, Any] = field(default_factory=dict)
     _rows: dict[int, Case] = field(default_factory=dict)
-    frozen: bool = False
-    referrers: dict[int, int] = field(
-        default_factory=dict
-    )  # once walked, cases do not change until the last test
+    frozen: bool = False  # once walked, cases do not change until the last test
+    referrers: dict[int, int] = field(default_factory=dict)
+    # (pathway, event) -> the first state (by name) it is valid from
+    first_state: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def actor(self, who: str):
         if who not in self._actors:
@@ -153,6 +153,10 @@ def world(request, tmp_path_factory) -> Iterator[World]:
         for pathway in sorted(rt.workflows.pathways):
             walk(w, pathway)
         w.frozen, w._rows = True, {}
+        for pathway, state in sorted(w.cases):
+            wf = rt.workflows.get(pathway)
+            for e in set(wf.machine.get_triggers(state)) & set(wf.definition.events):
+                w.first_state.setdefault((pathway, e), state)
         with rt.db.reading() as s:
             w.referrers = dict(s.execute(sa.select(Referral.id, Referral.referrer_id)).all())
         yield w
@@ -344,7 +348,8 @@ def case_asks(
                   page=True)  # fmt: skip
     events = sorted(set(wf.machine.get_triggers(state)) & set(wf.definition.events))
     events = events or sorted(wf.definition.events)[:1]  # a terminal state: any event
-    for event in events:
+    # Each event by API where it is first valid, and in every state the first event.
+    for event in sorted({events[0], *(e for e in events if w.first_state[(pathway, e)] == state)}):
         body = {"event": event, "data": {}, "expected_version": FAR_AHEAD}
         yield Ask(who, "POST", f"/api/cases/{case_id}/events", event_rule(w, who, case_id, event),
                   json=body)  # fmt: skip
@@ -356,8 +361,8 @@ def case_asks(
         referrer = w.referrers[referral_id]
         own = referrer == w.actor(who).user_id and can(w, who, "referral:own:view")
         seen = yes_no(g is None or own, no=404)
-        yield Ask(who, "GET", f"/api/referrals/{referral_id}", seen)
         if first:
+            yield Ask(who, "GET", f"/api/referrals/{referral_id}", seen)
             yield Ask(who, "GET", f"/referrals/{referral_id}", seen, page=True)
             yield Ask(who, "GET", f"/referrals/{referral_id}/done", seen, page=True)
 
