@@ -10,7 +10,8 @@ state of each pathway, walked there through `Engine.fire` (as the scheduler's SY
 trying each event the workflow allows from a state, with data made from its schema), so a
 state added to a workflow is covered without touching this file. Every request then goes
 through the real ASGI app. Change requests are sent with a version far ahead of the case's,
-so an allowed change is answered 409 (stale) and nothing moves.
+so an allowed change is answered 409 (stale) and nothing moves. (Which routes are asked
+in every state and which once per pathway: see `case_asks`.)
 """
 
 from __future__ import annotations
@@ -334,16 +335,19 @@ def event_rule(w: World, who: str, case_id: int, event: str) -> int:
 def case_asks(
     w: World, who: str, pathway: str, state: str, case_id: int, first: bool
 ) -> Iterator[Ask]:
-    """Every case route, for one person and one case. Routes whose answer cannot depend
-    on the case's state beyond whether it can be seen (the audit page, the referral's
-    pages) are asked on each pathway's `first` case only, to keep the matrix quick."""
+    """Every case route, for one person and one case. In every state: reading the case,
+    and changing it (the state's first event, and each event of the pathway in the first
+    state it is valid in). Routes whose answer depends on the state only through whether
+    the case can be seen (history, the case page and its forms, the audit page, the
+    referral's pages) on each pathway's `first` case: every request is audited, and
+    asking them in all 46 states would take minutes on a loaded machine."""
     wf = w.rt.workflows.get(pathway)
     g = gate(w, who, case_id)
-    hist = yes_no(can(w, who, f"{pathway}:history:view", case_id))
     yield Ask(who, "GET", f"/api/cases/{case_id}", g or 200)
-    yield Ask(who, "GET", f"/api/cases/{case_id}/history", g or hist)
-    yield Ask(who, "GET", f"/cases/{case_id}", g or 200, page=True)
     if first:
+        hist = yes_no(can(w, who, f"{pathway}:history:view", case_id))
+        yield Ask(who, "GET", f"/api/cases/{case_id}/history", g or hist)
+        yield Ask(who, "GET", f"/cases/{case_id}", g or 200, page=True)
         yield Ask(who, "GET", f"/audit/cases/{case_id}", yes_no(can(w, who, "audit:log:view")),
                   page=True)  # fmt: skip
     events = sorted(set(wf.machine.get_triggers(state)) & set(wf.definition.events))
@@ -353,9 +357,10 @@ def case_asks(
         body = {"event": event, "data": {}, "expected_version": FAR_AHEAD}
         yield Ask(who, "POST", f"/api/cases/{case_id}/events", event_rule(w, who, case_id, event),
                   json=body)  # fmt: skip
-    yield Ask(who, "POST", f"/cases/{case_id}/events/{events[0]}",
-              event_rule(w, who, case_id, events[0]),
-              form={"expected_version": FAR_AHEAD}, page=True)  # fmt: skip
+    if first:
+        yield Ask(who, "POST", f"/cases/{case_id}/events/{events[0]}",
+                  event_rule(w, who, case_id, events[0]),
+                  form={"expected_version": FAR_AHEAD}, page=True)  # fmt: skip
     referral_id = w.case(case_id).referral_id
     if referral_id:
         referrer = w.referrers[referral_id]
