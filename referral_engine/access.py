@@ -163,8 +163,13 @@ class Access:
             )
         raise NotFound(f"case {case_id} not found")
 
-    def visible_cases(self, actor: Actor, table: Any = Case) -> sa.ColumnElement[bool]:
-        """The SQL condition for "cases this actor may see"; the only such rule."""
+    def visible_cases(
+        self, actor: Actor, table: Any = Case, *, glass: bool = True
+    ) -> sa.ColumnElement[bool]:
+        """The SQL condition for "cases this actor may see"; the only such rule.
+
+        `glass=False` leaves out cases opened with a reason: they are for reading one
+        record, not for counting in reports or for changing anything (merges)."""
         whole: list[str] = []
         partial: list[sa.ColumnElement[bool]] = []
         for pathway in sorted(self.pathways):
@@ -183,7 +188,7 @@ class Access:
                     )
         if len(whole) == len(self.pathways) and not partial:
             return sa.true()
-        if actor.glass:
+        if glass and actor.glass:
             partial.append(table.id.in_(sorted(actor.glass)))
         clauses = ([table.pathway.in_(whole)] if whole else []) + partial
         return sa.or_(*clauses) if clauses else sa.false()

@@ -154,6 +154,27 @@ def test_nobody_reviews_their_own_opening(runtime, staff, clock):
         runtime.break_glass.review(staff["chair"].actor, grant_id, "looks fine to me")
 
 
+def test_a_grant_reads_one_record_and_counts_or_changes_nothing(runtime, staff, refer):
+    """Reports do not count a record opened with a reason, and nothing can be changed
+    through it: not the case, not its person (a merge)."""
+    from datetime import date
+
+    mash_person = runtime.cases.view(staff["auditor"].actor, refer("teacher")["case_id"])
+    case_id = channel_case(runtime, staff)
+    manager = staff["manager"].actor
+    period = (date(2026, 11, 1), date(2026, 11, 30))
+    before = runtime.reports.kpis(manager, *period)
+    runtime.break_glass.open(manager, case_id, REASON)
+    with runtime.db.reading() as s:
+        manager = runtime.accounts.actor_for_user(s, manager.user_id, source="api", request_id=None)
+    channel_person = runtime.cases.view(manager, case_id)["person_id"]
+    assert runtime.reports.kpis(manager, *period) == before
+    with pytest.raises(NotFound):
+        runtime.merges.merge(manager, channel_person, mash_person["person_id"], "same person")
+    with pytest.raises(Forbidden):
+        fire_as(runtime, manager, case_id, "start_gateway")
+
+
 def test_opening_with_a_reason_through_the_pages(runtime, staff, browser_for):
     case_id = channel_case(runtime, staff)
     manager = browser_for("manager")
