@@ -16,11 +16,17 @@ import tempfile
 import time
 from pathlib import Path
 
+# The lawful basis and recipient each information request and answer records.
+ASKED = {"lawful_basis": "safeguarding", "recipient": "Partner agency leads"}
+ANSWERED = {"lawful_basis": "safeguarding", "recipient": "MASH duty desk"}
+
 STEPS = [
     ("officer", "screen", {"rag": "amber", "rationale": "bench"}),
-    ("officer", "request_checks", {"agencies": ["police", "health"]}),
-    ("officer", "record_check", {"agency": "police", "summary": "known", "risk_found": False}),
-    ("officer", "record_check", {"agency": "health", "summary": "none", "risk_found": False}),
+    ("officer", "request_checks", {"agencies": ["police", "health"], **ASKED}),
+    ("officer", "record_check",
+     {"agency": "police", "summary": "known", "risk_found": False, **ANSWERED}),
+    ("officer", "record_check",
+     {"agency": "health", "summary": "none", "risk_found": False, **ANSWERED}),
     ("officer", "complete_checks", {}),
     ("manager", "decide", {"outcome": "early_help", "onward": [], "rationale": "bench",
                            "feedback_to_referrer": "Early help offered"}),

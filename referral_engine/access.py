@@ -4,6 +4,10 @@ Code asks for a permission (`can(actor, "mash:case:decide", case)`), never for a
 roles map to permissions in policies/roles.yaml. Which cases an actor may see is one SQL
 clause, `visible_cases(actor)`, used by every list, count, search and report, so a case
 outside someone's need-to-know can never leak through a list filtered afterwards.
+
+Need-to-know can be broken for one case with a reason ("break-glass", see breakglass.py):
+the actor then carries that case's id in `glass` until the grant expires, which lets them
+read (view and history) that case, and nothing else.
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from .errors import NotFound, ReasonRequired
 from .models import Case
 from .policies import Grant, Policy
+
+# What an open break-glass grant allows on its case: reading, never changing.
+GLASS_RESOURCES = ("case", "history")
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,8 @@ class Actor:
     grants: tuple[Grant, ...]
     source: str = "api"
     request_id: str | None = None
+    # Cases opened with a reason whose time has not run out (break-glass grants).
+    glass: frozenset[int] = frozenset()
 
     def via(self, source: str, request_id: str | None = None) -> Actor:
         return replace(self, source=source, request_id=request_id or self.request_id)
@@ -58,6 +68,7 @@ SYSTEM = Actor(
 
 
 class CaseLike(Protocol):
+    id: int | None
     pathway: str
     allocated_to_id: int | None
     agency_id: int | None
@@ -80,6 +91,7 @@ class Access:
         agency_kind: str | None = None,
         source: str = "api",
         request_id: str | None = None,
+        glass: frozenset[int] = frozenset(),
     ) -> Actor:
         grants = tuple(
             g
@@ -88,7 +100,7 @@ class Access:
         )
         return Actor(
             user_id, username, display_name, tuple(roles), agency_id, agency_name, agency_kind,
-            grants, source, request_id,
+            grants, source, request_id, frozenset(glass),
         )  # fmt: skip
 
     def can(self, actor: Actor, permission: str, case: CaseLike | None = None) -> bool:
@@ -97,9 +109,19 @@ class Access:
         A grant limited to allocated or own-agency cases counts without a case (the actor
         has the permission for some cases) and is checked against the case when there is one.
         """
-        return any(
-            self._grant_covers(actor, g, case) for g in actor.grants if g.matches(permission)
-        )
+        if any(self._grant_covers(actor, g, case) for g in actor.grants if g.matches(permission)):
+            return True
+        return case is not None and self._glass_covers(actor, permission, case)
+
+    @staticmethod
+    def _glass_covers(actor: Actor, permission: str, case: CaseLike) -> bool:
+        if getattr(case, "id", None) not in actor.glass:
+            return False
+        parts = permission.split(":")
+        if len(parts) != 3:
+            return False
+        scope, resource, action = parts
+        return scope == case.pathway and resource in GLASS_RESOURCES and action == "view"
 
     @staticmethod
     def _grant_covers(actor: Actor, grant: Grant, case: CaseLike | None) -> bool:
@@ -114,8 +136,40 @@ class Access:
     def can_see(self, actor: Actor, case: CaseLike) -> bool:
         return self.can(actor, f"{case.pathway}:case:view", case)
 
-    def visible_cases(self, actor: Actor, table: Any = Case) -> sa.ColumnElement[bool]:
-        """The SQL condition for "cases this actor may see"; the only such rule."""
+    def may_break_glass(self, actor: Actor, case: CaseLike) -> bool:
+        """Whether policy lets `actor` open this case, which they cannot otherwise see,
+        by giving a reason."""
+        bare = replace(actor, glass=frozenset())
+        return not self.can_see(bare, case) and self.can(
+            bare, f"{case.pathway}:case:break_glass", case
+        )
+
+    def through_glass(self, actor: Actor, case: CaseLike) -> bool:
+        """Whether `actor` sees this case only because of a break-glass grant."""
+        return getattr(case, "id", None) in actor.glass and not self.can_see(
+            replace(actor, glass=frozenset()), case
+        )
+
+    def require_visible(self, actor: Actor, case: CaseLike | None, case_id: int) -> None:
+        """404 for a case the actor may not see (exactly as for one that does not exist),
+        unless policy lets them open it with a reason: then 403 asking for one."""
+        if case is not None and self.can_see(actor, case):
+            return
+        if case is not None and self.may_break_glass(actor, case):
+            raise ReasonRequired(
+                f"case {case_id} is outside your need-to-know; give a reason to open it "
+                f'(POST {{"reason": ...}} to /api/cases/{case_id}/access). '
+                "Opening it is recorded and reviewed."
+            )
+        raise NotFound(f"case {case_id} not found")
+
+    def visible_cases(
+        self, actor: Actor, table: Any = Case, *, glass: bool = True
+    ) -> sa.ColumnElement[bool]:
+        """The SQL condition for "cases this actor may see"; the only such rule.
+
+        `glass=False` leaves out cases opened with a reason: they are for reading one
+        record, not for counting in reports or for changing anything (merges)."""
         whole: list[str] = []
         partial: list[sa.ColumnElement[bool]] = []
         for pathway in sorted(self.pathways):
@@ -134,6 +188,8 @@ class Access:
                     )
         if len(whole) == len(self.pathways) and not partial:
             return sa.true()
+        if glass and actor.glass:
+            partial.append(table.id.in_(sorted(actor.glass)))
         clauses = ([table.pathway.in_(whole)] if whole else []) + partial
         return sa.or_(*clauses) if clauses else sa.false()
 

@@ -16,7 +16,7 @@ from .audit import AuditLog
 from .clock import Clock
 from .db import Database
 from .errors import DomainError, FieldError, Forbidden, InvalidData, Locked, NotFound, Unauthorised
-from .models import Agency, LoginFailure, RevokedToken, User, UserRole
+from .models import AccessGrant, Agency, LoginFailure, RevokedToken, User, UserRole
 from .policies import Policy
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{2,100}$")
@@ -125,6 +125,14 @@ class Accounts:
                 sa.select(UserRole.role).where(UserRole.user_id == user_id).order_by(UserRole.role)
             ).scalars()
         )
+        # Cases this user opened with a reason, while the grant lasts.
+        glass = frozenset(
+            s.execute(
+                sa.select(AccessGrant.case_id).where(
+                    AccessGrant.user_id == user_id, AccessGrant.expires_at > self.clock.now()
+                )
+            ).scalars()
+        )
         return self.access.actor(
             user_id=user.id,
             username=user.username,
@@ -135,6 +143,7 @@ class Accounts:
             agency_kind=agency.kind if agency else None,
             source=source,
             request_id=request_id,
+            glass=glass,
         )
 
     def users_holding(self, permission: str) -> list[tuple[str, str]]:
@@ -412,6 +421,8 @@ class Accounts:
                 raise InvalidData(FieldError("disabled", f"you cannot {verb} your own account"))
             before = user.disabled
             user.disabled = disabled
+            if disabled:
+                user.session_generation += 1  # every session and token ends now
             s.add(user)
             s.flush()
             self.audit.record(
@@ -424,7 +435,8 @@ class Accounts:
         return self._managed(actor, verb, f"user:{user_id}", change)
 
     def reset_password(self, actor: Actor, user_id: int, password: str) -> dict[str, Any]:
-        """Set a new password (the same rules as a new account's), clearing any lockout."""
+        """Set a new password (the same rules as a new account's), clearing any lockout and
+        ending every session the user had (someone else may have known the old one)."""
 
         def change(s: Session, action: str) -> dict[str, Any]:
             user = self._user_row(s, user_id)
@@ -432,6 +444,7 @@ class Accounts:
             if errors:
                 raise InvalidData(errors)
             user.password_hash = passwords.hash_password(password, self.hasher)
+            user.session_generation += 1  # sessions signed in with the old password end
             s.add(user)
             s.execute(sa.delete(LoginFailure).where(LoginFailure.username == user.username))
             s.flush()
@@ -483,7 +496,9 @@ class Accounts:
             else:
                 failed = False
                 actor = self.actor_for_user(s, user.id, source=source, request_id=request_id)
-                token, claims = tokens.issue(user.id, self.secret, now, self.token_ttl)
+                token, claims = tokens.issue(
+                    user.id, self.secret, now, self.token_ttl, user.session_generation
+                )
                 self.audit.record(
                     s, actor, f"{source}:auth:sign_in", target=f"user:{user.id}",
                     summary={"jti": claims.jti},
@@ -517,6 +532,11 @@ class Accounts:
         with self.db.reading() as s:
             if s.get(RevokedToken, claims.jti) is not None:
                 raise Unauthorised("the token has been revoked (signed out)")
+            generation = s.execute(
+                sa.select(User.session_generation).where(User.id == claims.user_id)
+            ).scalar()
+            if generation is not None and generation != claims.generation:
+                raise Unauthorised("the session has ended (password reset or account disabled)")
             actor = self.actor_for_user(s, claims.user_id, source=source, request_id=request_id)
         if actor is None:
             raise Unauthorised("the account no longer exists or is disabled")

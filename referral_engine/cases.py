@@ -52,8 +52,8 @@ class Cases:
 
     def _visible(self, s: Session, actor: Actor, case_id: int) -> Case:
         case = s.get(Case, case_id)
-        if case is None or not self.access.can_see(actor, case):
-            raise NotFound(f"case {case_id} not found")
+        self.access.require_visible(actor, case, case_id)
+        assert case is not None
         return case
 
     def view(self, actor: Actor, case_id: int) -> dict[str, Any]:
@@ -63,11 +63,19 @@ class Cases:
             case = self._visible(s, actor, case_id)
             self.audit.record(
                 s, actor, action, target=f"case:{case_id}", case_id=case_id,
-                person_id=case.person_id, summary={"version": case.version},
+                person_id=case.person_id, summary=self._read_summary(actor, case),
             )  # fmt: skip
             return self.describe(s, actor, case)
 
         return self._audited(actor, action, f"case:{case_id}", read, case_id=case_id)
+
+    def _read_summary(self, actor: Actor, case: Case, version: bool = True) -> dict[str, Any]:
+        """What a read's audit row says beyond who and which case: the version read, and
+        whether it was read through a break-glass grant (so reviewers can find it)."""
+        out: dict[str, Any] = {"version": case.version} if version else {}
+        if self.access.through_glass(actor, case):
+            out["break_glass"] = True
+        return out
 
     def describe(self, s: Session, actor: Actor, case: Case) -> dict[str, Any]:
         wf = self.engine.workflow_for(s, case.workflow_version)
@@ -123,6 +131,7 @@ class Cases:
             ],
             "linked_cases": self._links(s, actor, case),
             "history_visible": self.access.can(actor, f"{case.pathway}:history:view", case),
+            "break_glass": self.access.through_glass(actor, case),
             "available_events": [
                 {
                     "event": e,
@@ -179,7 +188,8 @@ class Cases:
             ]
             self.audit.record(
                 s, actor, action, target=f"case:{case_id}", case_id=case_id,
-                person_id=case.person_id, summary={"entries": len(out)},
+                person_id=case.person_id,
+                summary={"entries": len(out), **self._read_summary(actor, case, version=False)},
             )  # fmt: skip
             return out
 

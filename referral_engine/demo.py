@@ -24,6 +24,10 @@ from .pathways import Workflow, event_routes
 from .people import normalise, phonetic
 from .types import utcnow
 
+# The lawful basis and recipient each information request and answer records.
+ASKED = {"lawful_basis": "safeguarding", "recipient": "Partner agency leads"}
+ANSWERED = {"lawful_basis": "safeguarding", "recipient": "MASH duty desk"}
+
 DEMO_PASSWORD = "safeguarding-demo-2026"  # noqa: S105 - demo mode only; printed by `make run`
 
 DEMO_USERS: list[dict[str, Any]] = [
@@ -111,9 +115,10 @@ STORIES: list[tuple[str, dict, list[str], str, bool, list[tuple[str, str, dict]]
      "another county with new phone and cash.", False,
      [("mash.officer", "screen", {"rag": "amber", "rationale": "Indicators of county lines"}),
       ("mash.officer", "request_checks", {"agencies": ["police", "education",
-                                                      "children_social_care"]}),
+                                                      "children_social_care"], **ASKED}),
       ("mash.officer", "record_check", {"agency": "police", "summary": "Stopped with older "
-                                        "males known for supply", "risk_found": True})]),
+                                        "males known for supply", "risk_found": True,
+                                        **ANSWERED})]),
     ("gp", {"given_name": "Edith", "family_name": "Barnes", "date_of_birth": "1939-08-30",
             "gender": "female"},
      ["self_neglect"], "Lives alone; house cold, little food, declining help from family.", False,
@@ -124,9 +129,9 @@ STORIES: list[tuple[str, dict, list[str], str, bool, list[tuple[str, str, dict]]
                       "gender": "female"},
      ["emotional_abuse"], "Says she is shouted at and locked in her room as punishment.", False,
      [("mash.officer", "screen", {"rag": "amber", "rationale": "Repeated emotional harm"}),
-      ("mash.officer", "request_checks", {"agencies": ["education", "health"]}),
+      ("mash.officer", "request_checks", {"agencies": ["education", "health"], **ASKED}),
       ("mash.officer", "record_check", {"agency": "health", "summary": "Two A&E attendances "
-                                        "this year, self-harm", "risk_found": True}),
+                                        "this year, self-harm", "risk_found": True, **ANSWERED}),
       ("mash.officer", "complete_checks", {}),
       ("mash.manager", "decide", {"outcome": "child_in_need_assessment", "onward": [],
                                   "rationale": "Cumulative harm; needs assessment",

@@ -159,10 +159,13 @@ def set_attributes(ctx: Context, p: SetAttributesParams) -> list[Op]:
 class AppendParams(Params):
     attribute: str
     fields: list[str]
+    # Fixed values added to every item (e.g. a disclosure's direction).
+    values: dict[str, str] = {}
 
 
 def append_attribute(ctx: Context, p: AppendParams) -> list[Op]:
     item = {f: ctx.data.get(f) for f in p.fields}
+    item.update(p.values)
     item.update(at=ctx.now.isoformat(), by=ctx.actor.display_name)
     return [AppendAttribute(p.attribute, item)]
 

@@ -48,7 +48,6 @@ from .errors import (
     FieldError,
     Forbidden,
     InvalidData,
-    NotFound,
     NotValidNow,
     StaleVersion,
 )
@@ -192,8 +191,7 @@ class Engine:
     ) -> Fired:
         now = self.clock.now()
         row = s.connection().execute(sa.select(_case).where(_case.c.id == case_id)).first()
-        if row is None or not self.access.can_see(actor, row):
-            raise NotFound(f"case {case_id} not found")
+        self.access.require_visible(actor, row, case_id)
         wf = self.workflow_for(s, row.workflow_version)
         if event not in wf.definition.events:
             raise NotValidNow(f"{event} is not an event of the {wf.pathway} pathway")

@@ -36,6 +36,13 @@ class Forbidden(DomainError):
     title = "Not allowed"
 
 
+class ReasonRequired(Forbidden):
+    """The record is outside the caller's need-to-know, but policy lets them open it
+    ("break-glass") once they give a reason."""
+
+    title = "A reason is needed to open this record"
+
+
 class NotFound(DomainError):
     status = 404
     title = "Not found"

@@ -33,7 +33,7 @@ class Merges:
             person is not None
             and s.execute(
                 sa.select(Case.id)
-                .where(Case.person_id == person_id, self.access.visible_cases(actor))
+                .where(Case.person_id == person_id, self.access.visible_cases(actor, glass=False))
                 .limit(1)
             ).first()
         )

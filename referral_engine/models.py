@@ -42,6 +42,8 @@ class User(SQLModel, table=True):
     agency_id: int | None = Field(default=None, foreign_key="agency.id")
     disabled: bool = False
     created_at: datetime = _ts(default_factory=utcnow)
+    # Carried in every token; raising it (password reset, disabling) ends every session.
+    session_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class UserRole(SQLModel, table=True):
@@ -62,6 +64,27 @@ class RevokedToken(SQLModel, table=True):
     __tablename__ = "revoked_token"
     jti: str = Field(primary_key=True, max_length=64)
     expires_at: datetime = _ts()
+
+
+class AccessGrant(SQLModel, table=True):
+    """A record opened with a reason ("break-glass"): time-boxed, and reviewed later by a
+    supervisor of that pathway."""
+
+    __tablename__ = "access_grant"
+    __table_args__ = (
+        sa.Index("ix_access_grant_user_expires", "user_id", "expires_at"),
+        sa.Index("ix_access_grant_review", "reviewed_at", "granted_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id")
+    case_id: int = Field(foreign_key="cases.id")
+    pathway: str = Field(max_length=60)
+    reason: str = Field(sa_type=sa.Text)
+    granted_at: datetime = _ts(default_factory=utcnow)
+    expires_at: datetime = _ts()
+    reviewed_at: datetime | None = _ts(default=None)
+    reviewed_by_id: int | None = None
+    review_note: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class WorkflowVersion(SQLModel, table=True):

@@ -85,6 +85,7 @@ class ReferenceFile(Strict):
     agency_kinds: dict[str, str]
     concerns: dict[str, str]
     consent: dict[str, str]
+    lawful_bases: dict[str, str]
     mash_outcomes: dict[str, str]
     # Outcomes a specialist pathway tells the referrer directly (not a MASH decision).
     pathway_outcomes: dict[str, str] = {}
@@ -115,6 +116,11 @@ class SignIn(Strict):
     password_min_length: int = Field(ge=8)
 
 
+class BreakGlassRules(Strict):
+    minutes: int = Field(ge=1, le=24 * 60)
+    reason_min_length: int = Field(ge=1)
+
+
 class AuditRules(Strict):
     checkpoint_every: int = Field(ge=1)
 
@@ -124,6 +130,7 @@ class RulesFile(Strict):
     repeat_referral_window_months: int = Field(ge=1)
     due_soon_hours: float = Field(ge=0)
     sign_in: SignIn
+    break_glass: BreakGlassRules
     audit: AuditRules
     # The partnership's targets for its measures (a key of the KPI report -> a figure),
     # shown beside the measure on the dashboard.

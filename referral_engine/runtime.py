@@ -10,6 +10,7 @@ from datetime import timedelta
 from .access import Access
 from .accounts import Accounts
 from .audit import AuditLog, Verification, verify
+from .breakglass import BreakGlass
 from .cases import Cases
 from .clock import Clock
 from .db import Database
@@ -52,6 +53,7 @@ class Runtime:
     sender: Sender
     inbox: Inbox
     exports: Exports
+    break_glass: BreakGlass
     _stop: threading.Event = field(default_factory=threading.Event)
     _sequencer: threading.Thread | None = None
     _deliverer: threading.Thread | None = None
@@ -103,6 +105,7 @@ class Runtime:
             sender=Sender(db, clock, settings, renderer),
             inbox=Inbox(db, clock, audit, renderer),
             exports=Exports(db, access, policy, clock, audit, reports, cases, engine.refused),
+            break_glass=BreakGlass(db, access, policy, clock, audit, engine.refused),
         )
 
     def start(self) -> None:

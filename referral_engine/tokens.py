@@ -2,7 +2,8 @@
 
 HS256 only, pinned on every decode (`algorithms=["HS256"]`), so a token claiming `none`
 or an asymmetric algorithm is refused rather than trusted. No JWE. Each token has a
-`jti` so that logout can revoke it before it expires.
+`jti` so that logout can revoke it before it expires, and the user's session generation
+(`gen`), so that a password reset or disabling the account ends every session at once.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ class Claims:
     user_id: int
     jti: str
     expires_at: datetime
+    generation: int = 0
 
 
-def issue(user_id: int, secret: str, now: datetime, ttl: timedelta) -> tuple[str, Claims]:
-    claims = Claims(user_id, uuid.uuid4().hex, now + ttl)
+def issue(
+    user_id: int, secret: str, now: datetime, ttl: timedelta, generation: int = 0
+) -> tuple[str, Claims]:
+    claims = Claims(user_id, uuid.uuid4().hex, now + ttl, generation)
     token = jwt.encode(
         {
             "sub": str(user_id),
@@ -34,6 +38,7 @@ def issue(user_id: int, secret: str, now: datetime, ttl: timedelta) -> tuple[str
             "iat": int(now.timestamp()),
             "exp": int(claims.expires_at.timestamp()),
             "typ": "access",
+            "gen": generation,
         },
         secret,
         algorithm=ALGORITHM,
@@ -59,8 +64,13 @@ def read(token: str, secret: str, now: datetime) -> Claims:
     try:
         user_id = int(payload["sub"])
         expires = datetime.fromtimestamp(int(payload["exp"]), tz=now.tzinfo)
+        generation = payload["gen"]
+        if not isinstance(generation, int) or isinstance(generation, bool):
+            raise TypeError("gen")
     except (KeyError, TypeError, ValueError, OverflowError):
-        raise Unauthorised("the token's subject or expiry is missing or not valid") from None
+        raise Unauthorised(
+            "the token's subject, expiry or session generation is missing or not valid"
+        ) from None
     if expires <= now:
         raise Unauthorised("the token has expired")
-    return Claims(user_id, str(payload["jti"]), expires)
+    return Claims(user_id, str(payload["jti"]), expires, generation)

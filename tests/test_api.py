@@ -21,6 +21,10 @@ import pytest
 from conftest import PASSWORD, SECRET, STAFF, add_user, referral_body
 from jose import jwt
 
+# The lawful basis and recipient each information request and answer records.
+ASKED = {"lawful_basis": "safeguarding", "recipient": "Partner agency leads"}
+ANSWERED = {"lawful_basis": "safeguarding", "recipient": "MASH duty desk"}
+
 PROBLEM = "application/problem+json"
 ADULT = {"given_name": "Ada", "family_name": "Grey", "date_of_birth": "1960-03-02"}
 S42 = {"s42_care_and_support_needs", "s42_abuse_or_neglect", "s42_unable_to_protect"}
@@ -152,6 +156,7 @@ def claims(user_id: int, now: datetime) -> dict[str, Any]:
         "iat": int(now.timestamp()),
         "exp": int((now + timedelta(minutes=30)).timestamp()),
         "typ": "access",
+        "gen": 0,
     }
 
 
@@ -541,7 +546,17 @@ class TestFireEvent:
         officer = users["officer"]
         case_id = refer(users["teacher"])["case_id"]
         screen(officer, case_id)
-        stale = fire(officer, case_id, "request_checks", {"agencies": ["police"]}, version=1)
+        stale = fire(
+            officer,
+            case_id,
+            "request_checks",
+            {
+                "agencies": ["police"],
+                "lawful_basis": "safeguarding",
+                "recipient": "Partner agency leads",
+            },
+            version=1,
+        )
         assert_problem(stale, 409)
         after = case(officer, case_id)
         assert (after["state"], after["version"]) == ("screening", 2)
@@ -595,9 +610,10 @@ class TestMashJourney:
         assert case(officer, case_id)["rag"] == "red"
 
         steps = [
-            ("request_checks", {"agencies": ["police", "health"]}, "information_gathering"),
+            ("request_checks", {"agencies": ["police", "health"], **ASKED},
+             "information_gathering"),
             ("record_check", {"agency": "police", "summary": "Known: DV call-outs",
-                              "risk_found": True}, "information_gathering"),
+                              "risk_found": True, **ANSWERED}, "information_gathering"),
             ("complete_checks", {}, "decision_pending"),
         ]  # fmt: skip
         for event, data, state in steps:

@@ -33,6 +33,10 @@ from referral_engine.models import AuditChain, AuditCheckpoint, AuditEvent, Audi
 from referral_engine.runtime import Runtime
 from referral_engine.settings import PROJECT_ROOT
 
+# The lawful basis and recipient each information request and answer records.
+ASKED = {"lawful_basis": "safeguarding", "recipient": "Partner agency leads"}
+ANSWERED = {"lawful_basis": "safeguarding", "recipient": "MASH duty desk"}
+
 EVENT = AuditEvent.__table__
 CHAIN = AuditChain.__table__
 CHECKPOINT = AuditCheckpoint.__table__
@@ -106,9 +110,19 @@ def busy_day(runtime: Runtime, refer, fire, staff) -> dict[str, int]:
     b = refer("constable", subject=subject("Ben", "Hart", "2010-02-03"))
     ca, cb = a["case_id"], b["case_id"]
     fire(ca, "officer", "screen", {"rag": "amber", "rationale": "Needs checks"})
-    fire(ca, "officer", "request_checks", {"agencies": ["police", "health"]})
+    fire(
+        ca,
+        "officer",
+        "request_checks",
+        {
+            "agencies": ["police", "health"],
+            "lawful_basis": "safeguarding",
+            "recipient": "Partner agency leads",
+        },
+    )
     fire(ca, "officer", "record_check",
-         {"agency": "police", "summary": "Known to police", "risk_found": True})  # fmt: skip
+         {"agency": "police", "summary": "Known to police", "risk_found": True,
+          **ANSWERED})  # fmt: skip
     fire(ca, "officer", "complete_checks")
     fire(ca, "manager", "decide", {
         "outcome": "early_help", "onward": [], "rationale": "Support will help",

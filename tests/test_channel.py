@@ -23,6 +23,8 @@ from referral_engine.models import Outbox as OutboxRow
 PROBLEM = "application/problem+json"
 CHANNEL_ROLES = {"prevent", "chair", "auditor"}
 HIDDEN_FROM = [name for name in STAFF if name not in CHANNEL_ROLES]
+# Who may open a Channel case with a reason (channel:case:break_glass in roles.yaml).
+BREAK_GLASS = {"manager"}
 PERSON_VIEWERS = {"officer", "manager", "coordinator", "responder", "gangs"}
 ADULT = {
     "given_name": "Callum",
@@ -476,11 +478,20 @@ class TestInvisibility:
         }
         for who, person in everyone.items():
             for case_id, (event, data) in now_valid.items():
-                got = problem(person.get(f"/api/cases/{case_id}"), 404)
-                assert got["title"] == missing_title, who
-                problem(person.get(f"/api/cases/{case_id}/history"), 404)
                 body = {"event": event, "data": data, "expected_version": 1}
-                problem(person.post(f"/api/cases/{case_id}/events", json=body), 404)
+                asks = (person.get(f"/api/cases/{case_id}"),
+                        person.get(f"/api/cases/{case_id}/history"),
+                        person.post(f"/api/cases/{case_id}/events", json=body))  # fmt: skip
+                if who in BREAK_GLASS:
+                    # Policy lets them open it with a reason (break-glass): 403 asking for
+                    # one, never the case itself (test_access.py covers the rest).
+                    for r in asks:
+                        assert problem(r, 403)["type"].endswith(":reason-required"), who
+                    continue
+                got = problem(asks[0], 404)
+                assert got["title"] == missing_title, who
+                problem(asks[1], 404)
+                problem(asks[2], 404)
 
             for params in ({"include_closed": "true"}, {"pathway": "channel"},
                            {"state": "consent_pending"}):  # fmt: skip
@@ -543,7 +554,9 @@ class TestInvisibility:
             "feedback_to_referrer": "Early help has been offered."})  # fmt: skip
         decided = ok(r)
         channel_id = ok(users["auditor"].get(f"/api/cases/{mash_case}"))["linked_cases"][0]["id"]
-        problem(manager.get(f"/api/cases/{channel_id}"), 404)
+        # Opening it needs a reason (break-glass, audited and reviewed): never a plain read.
+        refused = problem(manager.get(f"/api/cases/{channel_id}"), 403)
+        assert refused["type"].endswith(":reason-required")
         assert channel_id not in decided["opened_cases"], decided["opened_cases"]
         assert decided["case"]["linked_cases"] == [
             {"relation": "onward", "pathway": "channel", "visible": False}

@@ -29,6 +29,10 @@ from referral_engine.models import (
 from referral_engine.runtime import Runtime
 from referral_engine.settings import PROJECT_ROOT
 
+# The lawful basis and recipient each information request and answer records.
+ASKED = {"lawful_basis": "safeguarding", "recipient": "Partner agency leads"}
+ANSWERED = {"lawful_basis": "safeguarding", "recipient": "MASH duty desk"}
+
 # Wednesday 25 November 2026 10:00 GMT (START) + one working day.
 NEXT_WORKING_DAY = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 DECIDE = {
@@ -115,7 +119,16 @@ def test_refused_event_leaves_everything_as_it_was(runtime, refer, fire, staff):
     fire(case_id, "officer", "screen", {"rag": "amber", "rationale": "Worried"})
     before = world(runtime)
     with pytest.raises(InvalidData) as exc:
-        fire(case_id, "officer", "request_checks", {"agencies": ["police", "aliens"]})
+        fire(
+            case_id,
+            "officer",
+            "request_checks",
+            {
+                "agencies": ["police", "aliens"],
+                "lawful_basis": "safeguarding",
+                "recipient": "Partner agency leads",
+            },
+        )
     assert any(e.field.startswith("agencies") for e in exc.value.errors)
     with pytest.raises(StaleVersion):
         runtime.engine.fire(case_id, "refer_for_decision", staff["officer"].actor,

@@ -53,6 +53,10 @@ from referral_engine.models import AuditEvent, Case, CaseHistory, Deadline, Outb
 from referral_engine.runtime import Runtime
 from referral_engine.settings import PROJECT_ROOT
 
+# The lawful basis and recipient each information request and answer records.
+ASKED = {"lawful_basis": "safeguarding", "recipient": "Partner agency leads"}
+ANSWERED = {"lawful_basis": "safeguarding", "recipient": "MASH duty desk"}
+
 # --- what DOMAIN.md says ---------------------------------------------------------------
 
 # username -> (roles, agency, agency kind)
@@ -139,7 +143,7 @@ def _screen(only_valid: bool = False):
 
 def _request_checks(only_valid: bool = False):
     valid = st.lists(st.sampled_from(AGENCY_KINDS), min_size=1, max_size=3).map(
-        lambda a: ({"agencies": a}, True)
+        lambda a: ({"agencies": a, **ASKED}, True)
     )
     if only_valid:
         return valid
@@ -151,15 +155,15 @@ def _request_checks(only_valid: bool = False):
 
 def _record_check(only_valid: bool = False):
     valid = st.builds(
-        lambda a, s, r: ({"agency": a, "summary": s, "risk_found": r}, True),
+        lambda a, s, r: ({"agency": a, "summary": s, "risk_found": r, **ANSWERED}, True),
         st.sampled_from(AGENCY_KINDS), text, st.booleans(),
     )  # fmt: skip
     if only_valid:
         return valid
     invalid = st.sampled_from([
         {"agency": "police", "summary": "known to police"},
-        {"agency": "aliens", "summary": "x", "risk_found": False},
-        {"agency": "health", "summary": "", "risk_found": True},
+        {"agency": "aliens", "summary": "x", "risk_found": False, **ANSWERED},
+        {"agency": "health", "summary": "", "risk_found": True, **ANSWERED},
         {"agency": "health", "summary": "x", "risk_found": "maybe"},
     ]).map(lambda d: (d, False))  # fmt: skip
     return st.one_of(valid, valid, invalid)

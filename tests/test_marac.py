@@ -728,7 +728,8 @@ class TestIdva:
         assert outbox(runtime, mine, "case_allocated")[0].recipient_user_id == idva.user_id
 
         assert case(idva, mine)["state"] == "referred"
-        problem(idva.get(f"/api/cases/{other}"), 404)
+        # Another IDVA's case: not shown, and opening it needs a reason (break-glass).
+        assert problem(idva.get(f"/api/cases/{other}"), 403)["type"].endswith(":reason-required")
         queue = ok(idva.get("/api/cases"))
         assert [c["id"] for c in queue["items"]] == [mine] and queue["total"] == 1
         queue = ok(idva.get("/api/cases", params={"pathway": "marac"}))
@@ -770,10 +771,12 @@ class TestIdva:
         )
         assert got["case"]["attributes"]["actions"][0]["status"] == "done"
         problem(fire(idva, mine, "close", {"summary": "not mine to close"}), 403)
-        # The other case is not there for them at all.
+        # The other case is not theirs: every ask needs a reason first (break-glass).
         version = case(coordinator, other)["version"]
-        problem(fire(idva, other, "add_action", action("voluntary", "x", TODAY), version), 404)
-        problem(idva.get(f"/api/cases/{other}/history"), 404)
+        r = fire(idva, other, "add_action", action("voluntary", "x", TODAY), version)
+        assert problem(r, 403)["type"].endswith(":reason-required")
+        r = idva.get(f"/api/cases/{other}/history")
+        assert problem(r, 403)["type"].endswith(":reason-required")
         assert case(coordinator, other)["version"] == version
 
 

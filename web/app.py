@@ -12,6 +12,7 @@ from referral_engine.runtime import Runtime
 from referral_engine.settings import Settings, get_settings
 from web import problems
 from web.api import (
+    access,
     audit,
     auth,
     cases,
@@ -58,7 +59,7 @@ def create_app(
     )
     app.state.runtime = rt
     problems.install(app)
-    for module in (auth, referrals, cases, people, meetings, workflows, audit, reports,
+    for module in (auth, referrals, cases, access, people, meetings, workflows, audit, reports,
                    notifications, exports):  # fmt: skip
         app.include_router(module.router)
     for router in PAGE_ROUTERS:

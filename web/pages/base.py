@@ -84,6 +84,8 @@ def nav(request: Request, actor: Actor | None) -> list[tuple[str, str]]:
         items.append(("Dashboard", "/dashboard"))
     if can(actor, "audit:log:view"):
         items.append(("Audit", "/audit"))
+    if rt.break_glass.review_pathways(actor):
+        items.append(("Access reviews", "/review/access"))
     if can(actor, "admin:user:manage"):
         items.append(("Users", "/admin/users"))
     if can(actor, "workflow:definition:view"):

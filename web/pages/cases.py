@@ -10,8 +10,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from referral_engine import dash as dash_rules
-from referral_engine.errors import Forbidden, InvalidData, NotValidNow, StaleVersion
+from referral_engine.errors import (
+    Forbidden,
+    InvalidData,
+    NotValidNow,
+    ReasonRequired,
+    StaleVersion,
+)
 from web import forms, session
+from web.pages.access import reason_form
 from web.pages.base import redirect, render, signed_in
 
 router = APIRouter(include_in_schema=False)
@@ -73,16 +80,34 @@ def _page(
          "open_event": open_event, "values": values or {}, "errors": errors or [],
          "choices": _choices(request, actor, case), "dash": _dash(request, case),
          "flash": flash, "flash_kind": flash_kind,
-         "can_audit": rt.access.can(actor, "audit:log:view")},
+         "can_audit": rt.access.can(actor, "audit:log:view"),
+         "lawful_bases": rt.policy.reference.lawful_bases,
+         "agency_kinds": rt.policy.reference.agency_kinds},
         actor=actor, status=status,
     )  # fmt: skip
+
+
+def _permitted(rt, actor, case: dict[str, Any], event: str) -> bool:
+    """Whether the event is one of the pathway's that policy lets `actor` fire on this case
+    (in some state): if not, the answer is 403, not "not available now"."""
+    from referral_engine.models import Case
+
+    with rt.db.reading() as s:
+        row = s.get(Case, case["id"])
+        wf = rt.engine.workflow_for(s, case["workflow_version"])
+        if event not in wf.definition.events or wf.definition.events[event].system:
+            return False
+        return rt.access.can(actor, wf.permission(event), row)
 
 
 @router.get("/cases/{case_id}", response_class=HTMLResponse)
 def case_page(request: Request, case_id: int, done: str = "") -> HTMLResponse:
     actor = signed_in(request)
     flash = f"Done: {done.replace('_', ' ')}." if done else None
-    return _page(request, actor, case_id, flash=flash)
+    try:
+        return _page(request, actor, case_id, flash=flash)
+    except ReasonRequired as exc:
+        return reason_form(request, actor, case_id, exc.detail)
 
 
 @router.get("/cases/{case_id}/events/{event}")
@@ -104,6 +129,8 @@ async def fire(request: Request, case_id: int, event: str) -> Response:
     values = forms.values_of(form)
     case = rt.cases.view(actor.via("web"), case_id)
     schema = next((e["data"] for e in case["available_events"] if e["event"] == event), None)
+    if schema is None and not _permitted(rt, actor, case, event):
+        raise Forbidden(f"you may not {event.replace('_', ' ')} on a {case['pathway']} case")
     if schema is None:
         return _page(
             request, actor, case_id, flash=f"“{event.replace('_', ' ')}” is not available to "

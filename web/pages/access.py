@@ -1,0 +1,81 @@
+"""Opening a restricted record with a reason, and the supervisor's review of openings."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from referral_engine.errors import FieldError, Forbidden, InvalidData
+from web import session
+from web.pages.base import redirect, render, signed_in
+
+router = APIRouter(include_in_schema=False)
+
+
+def reason_form(
+    request: Request, actor, case_id: int, detail: str, *, reason: str = "",
+    errors: list[FieldError] | None = None, status: int = 403,
+) -> HTMLResponse:  # fmt: skip
+    """The page shown instead of a record outside the user's need-to-know that policy lets
+    them open with a reason."""
+    rt = session.runtime(request)
+    return render(
+        request, "access_reason.html",
+        {"title": "A reason is needed", "case_id": case_id, "detail": detail, "reason": reason,
+         "errors": errors or [], "minutes": rt.policy.rules.break_glass.minutes},
+        actor=actor, status=status,
+    )  # fmt: skip
+
+
+@router.post("/cases/{case_id}/access", response_class=HTMLResponse)
+async def open_with_reason(request: Request, case_id: int) -> Response:
+    actor = signed_in(request)
+    form = await request.form()
+    if not session.csrf_ok(request, str(form.get("csrf") or "")):
+        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    reason = str(form.get("reason") or "")
+    try:
+        session.runtime(request).break_glass.open(actor.via("web"), case_id, reason)
+    except InvalidData as exc:
+        return reason_form(
+            request, actor, case_id, "", reason=reason, errors=exc.errors, status=422
+        )
+    return redirect(f"/cases/{case_id}")
+
+
+def _review_page(
+    request: Request, actor, *, reviewed: bool, errors: list | None = None,
+    open_id: int | None = None, note: str = "", flash: str | None = None, status: int = 200,
+) -> HTMLResponse:  # fmt: skip
+    rt = session.runtime(request)
+    data = rt.break_glass.queue(actor.via("web"), reviewed=reviewed, limit=200)
+    return render(
+        request, "access_review.html",
+        {"title": "Records opened with a reason", "data": data, "reviewed": reviewed,
+         "errors": errors or [], "open_id": open_id, "note": note, "flash": flash},
+        actor=actor, status=status,
+    )  # fmt: skip
+
+
+@router.get("/review/access", response_class=HTMLResponse)
+def review_queue(request: Request, reviewed: bool = False, done: int = 0) -> HTMLResponse:
+    actor = signed_in(request)
+    flash = f"Opening {done} marked reviewed." if done else None
+    return _review_page(request, actor, reviewed=reviewed, flash=flash)
+
+
+@router.post("/review/access/{grant_id}", response_class=HTMLResponse)
+async def review(request: Request, grant_id: int) -> Response:
+    actor = signed_in(request)
+    form = await request.form()
+    if not session.csrf_ok(request, str(form.get("csrf") or "")):
+        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    note = str(form.get("note") or "")
+    try:
+        session.runtime(request).break_glass.review(actor.via("web"), grant_id, note)
+    except InvalidData as exc:
+        return _review_page(
+            request, actor, reviewed=False, errors=exc.errors, open_id=grant_id, note=note,
+            status=422,
+        )  # fmt: skip
+    return redirect(f"/review/access?done={grant_id}")
