@@ -432,11 +432,29 @@ def role_asks(w: World, who: str) -> Iterator[Ask]:
     yield Ask(who, "POST", "/admin/users/1", yes_no(admin, 422),
               form={"change": "set_roles"}, page=True)  # fmt: skip
     yield Ask(who, "GET", "/", 200, page=True)
-    yield Ask(who, "GET", "/queue", 200, page=True)
+    works_cases = bool(w.rt.access.visible_pathways(w.actor(who)))
+    yield Ask(who, "GET", "/queue", yes_no(works_cases), page=True)
     refers = c("referral:referral:create")
     yield Ask(who, "GET", "/referrals/new", yes_no(refers), page=True)
     yield Ask(who, "POST", "/referrals/new", yes_no(refers, 422), form={}, page=True)
     yield Ask(who, "GET", "/referrals", yes_no(c("referral:own:view")), page=True)
+    # Everyone has their own notices; nobody can mark another's (an unknown id is 404).
+    yield Ask(who, "GET", "/api/notifications", 200)
+    yield Ask(who, "POST", "/api/notifications/read", 200, json={})
+    yield Ask(who, "POST", "/api/notifications/999999/read", 404)
+    yield Ask(who, "GET", "/notifications", 200, page=True)
+    yield Ask(who, "POST", "/notifications/read", 303, form={}, page=True)
+    kpi = c("report:kpi:view")
+    yield Ask(who, "GET", f"/api/exports/kpis.csv?{period}", yes_no(kpi))
+    for pathway in ("marac", "nrm"):  # a pathway's return counts cases one may see
+        allowed = kpi and c(f"{pathway}:case:view")
+        yield Ask(who, "GET", f"/api/exports/{pathway}.csv?{period}", yes_no(allowed))
+    yield Ask(who, "GET", f"/exports/kpis.xlsx?{period}", yes_no(kpi), page=True)
+    listing = c("report:cases:export")
+    yield Ask(who, "GET", "/api/exports/cases/list.csv", yes_no(listing))
+    yield Ask(who, "GET", "/exports/cases.csv", yes_no(listing), page=True)
+    # A form's address opened as a page (after signing in again) leads back to the case.
+    yield Ask(who, "GET", "/cases/1/events/screen", 303, page=True)
     yield Ask(who, "GET", "/api/access/grants", yes_no(reviews))
     yield Ask(who, "GET", "/review/access", yes_no(reviews), page=True)
     yield Ask(who, "POST", "/api/access/grants/999999/review", yes_no(reviews, 404),
@@ -515,6 +533,16 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/workflows"): "role",
     ("GET", "/workflows/{pathway}"): "role",
     ("GET", "/workflows/{pathway}/diagram.svg"): "role",
+    ("GET", "/api/notifications"): "role",
+    ("POST", "/api/notifications/read"): "role",
+    ("POST", "/api/notifications/{notification_id}/read"): "role",
+    ("GET", "/notifications"): "role",
+    ("POST", "/notifications/read"): "role",
+    ("GET", "/api/exports/{what}.{fmt}"): "role",
+    ("GET", "/api/exports/cases/list.{fmt}"): "role",
+    ("GET", "/exports/{what}.{fmt}"): "role",
+    ("GET", "/exports/cases.{fmt}"): "role",
+    ("GET", "/cases/{case_id}/events/{event}"): "role",
 }
 
 

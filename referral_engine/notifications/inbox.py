@@ -16,7 +16,7 @@ from ..access import Actor
 from ..audit import AuditLog
 from ..clock import Clock
 from ..db import Database
-from ..errors import FieldError, InvalidData, Unauthorised
+from ..errors import FieldError, InvalidData, NotFound, Unauthorised
 from ..models import Outbox
 from .render import Renderer
 
@@ -76,6 +76,17 @@ class Inbox:
                 summary={"returned": len(items), "unread": unread},
             )  # fmt: skip
         return {"unread": unread, "items": items}
+
+    def mark_one_read(self, actor: Actor, notice_id: int) -> int:
+        """Mark one of the caller's notices read; someone else's (or none) is not found."""
+        uid = self._who(actor)
+        with self.db.reading() as s:
+            mine = s.execute(
+                sa.select(Outbox.id).where(Outbox.id == notice_id, Outbox.recipient_user_id == uid)
+            ).first()
+        if mine is None:
+            raise NotFound(f"you have no notification {notice_id}")
+        return self.mark_read(actor, [notice_id])
 
     def mark_read(self, actor: Actor, ids: list[int] | None) -> int:
         """Mark these (or, with None, all) of the caller's notices read; returns how many."""

@@ -46,5 +46,5 @@ def mark_read(
 def mark_one_read(
     notification_id: int, who: Actor = Depends(actor), rt: Runtime = Depends(runtime)
 ) -> dict[str, Any]:
-    marked = rt.inbox.mark_read(who, [notification_id])
+    marked = rt.inbox.mark_one_read(who, notification_id)
     return {"marked": marked, "unread": rt.inbox.unread_count(who)}
