@@ -21,6 +21,7 @@ from .pathways import Workflows
 from .policies import Policy, load_policy
 from .referrals import Referrals
 from .reports import Reports
+from .retention import Retention, load_retention
 from .scheduler import Scheduler
 from .settings import Settings, get_settings
 
@@ -45,6 +46,7 @@ class Runtime:
     reports: Reports
     meetings: Meetings
     merges: Merges
+    retention: Retention | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _sequencer: threading.Thread | None = None
 
@@ -86,6 +88,14 @@ class Runtime:
             reports=Reports(db, access, policy, audit, engine.refused),
             meetings=Meetings(db, access, workflows, clock, audit, engine.refused),
             merges=Merges(db, access, clock, audit, engine.refused),
+            retention=Retention(
+                db,
+                workflows,
+                policy,
+                load_retention(settings.policies_dir, workflows),
+                clock,
+                audit,
+            ),
         )
 
     def start(self) -> None:
