@@ -311,3 +311,33 @@ def browser_for(app, staff):
     yield make
     for c in clients:
         c.__exit__(None, None, None)
+
+
+# --- the command line, in this process -------------------------------------------------
+
+
+@pytest.fixture
+def cli(runtime, monkeypatch, capsys, tmp_path):
+    """Run `referral-engine ...` in this process against the test's database: the real
+    parser and commands, without a Python start-up per call (tests/test_cli.py runs the
+    installed script as a subprocess). Returns a CompletedProcess-like result."""
+    import subprocess
+
+    from referral_engine.cli import main
+    from referral_engine.settings import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", runtime.settings.database_url)
+    monkeypatch.setenv("REFERRAL_ENGINE_SECRET_KEY", SECRET)
+    monkeypatch.setenv("REFERRAL_ENGINE_AUDIT_KEY", AUDIT_KEY)
+    monkeypatch.setenv("REFERRAL_ENGINE_PASSWORD_HASHER", "argon2-fast")
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        get_settings.cache_clear()
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    yield run
+    get_settings.cache_clear()

@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import AUDIT_KEY, SECRET, START
+from conftest import START
 from dateutil.relativedelta import relativedelta
 
-from referral_engine.cli import main
 from referral_engine.errors import DefinitionError, InvalidData, NotFound
 from referral_engine.models import (
     AuditEvent,
@@ -35,7 +33,7 @@ from referral_engine.models import (
 from referral_engine.pathways import Workflows
 from referral_engine.policies import load_policy
 from referral_engine.retention import ERASED, load_retention
-from referral_engine.settings import PROJECT_ROOT, get_settings
+from referral_engine.settings import PROJECT_ROOT
 
 GIVEN, FAMILY, DOB = "Zebediah", "Quillfeather", "2013-07-19"
 SUMMARY = "Distinctive worry about <b>Zebediah</b> at breakfast club"
@@ -197,26 +195,6 @@ def test_open_cases_are_never_erased(runtime, refer, staff):
 
 
 # --- the command line ------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(runtime, monkeypatch, capsys, tmp_path):
-    """Run `referral-engine ...` in this process (the real parser and commands, without
-    a Python start-up per call) against the test's database."""
-    monkeypatch.setenv("DATABASE_URL", runtime.settings.database_url)
-    monkeypatch.setenv("REFERRAL_ENGINE_SECRET_KEY", SECRET)
-    monkeypatch.setenv("REFERRAL_ENGINE_AUDIT_KEY", AUDIT_KEY)
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        get_settings.cache_clear()
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
-
-    yield run
-    get_settings.cache_clear()
 
 
 def test_cli_hold_apply_release_and_subject_access(runtime, closed_case, tmp_path, cli):
