@@ -17,22 +17,18 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
-import uvicorn
-from conftest import AUDIT_KEY, PASSWORD, SECRET, START, referral_body
+from conftest import AUDIT_KEY, PASSWORD, SECRET, START, free_port, referral_body
 from test_cli import CLI, cli_env
 
 from referral_engine.models import AuditEvent, Case, CaseHistory, Deadline, Outbox, Referral
@@ -41,12 +37,6 @@ THREADS = 8
 
 
 # --- HTTP without a framework client ---------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -108,24 +98,6 @@ def race(n: int, attempt) -> list[Any]:
         w.join(timeout=120)
     assert not any(w.is_alive() for w in workers)
     return results
-
-
-@pytest.fixture
-def live(app) -> Iterator[str]:
-    """The test's app served by a real uvicorn on a loopback port, in this process."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=20)
 
 
 def rows(rt, model, *where) -> list[Any]:
