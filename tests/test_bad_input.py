@@ -18,14 +18,15 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from conftest import PASSWORD, add_user, referral_body
+from conftest import AUDIT_KEY, PASSWORD, SECRET, add_user, referral_body
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
 
-from referral_engine.settings import PROJECT_ROOT
+from referral_engine.cli import main
+from referral_engine.settings import PROJECT_ROOT, get_settings
 
-EXAMPLES = 6
+EXAMPLES = 4
 STATUSES: Counter[int] = Counter()
 
 
@@ -146,8 +147,9 @@ def test_ids_and_versions_past_what_the_database_holds_are_refused_not_crashed(u
     ],
 )  # fmt: skip
 def test_the_server_and_every_command_refuse_to_start_on_a_bad_file(
-    cli, monkeypatch, tmp_path, folder, file, old, new, field
+    monkeypatch, capsys, tmp_path, folder, file, old, new, field
 ):
+    """No database is reached: the definitions are loaded first."""
     broken = tmp_path / "broken" / folder
     shutil.copytree(PROJECT_ROOT / folder, broken)
     text = (broken / file).read_text(encoding="utf-8")
@@ -156,9 +158,17 @@ def test_the_server_and_every_command_refuse_to_start_on_a_bad_file(
     (broken / file).write_text(text, encoding="utf-8")
     line = text[: text.index(new.strip())].count("\n") + 1
     monkeypatch.setenv(f"REFERRAL_ENGINE_{folder.upper()}_DIR", str(broken))
-    for command in (("serve", "--port", "9"), ("tick",), ("retention", "apply")):
-        result = cli(*command)
-        assert result.returncode == 2, (command, result.stdout, result.stderr)
-        assert f"{broken / file}:{line}:" in result.stderr, result.stderr
-        assert field in result.stderr
-        assert "Traceback" not in result.stderr
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'never.db'}")
+    monkeypatch.setenv("REFERRAL_ENGINE_SECRET_KEY", SECRET)
+    monkeypatch.setenv("REFERRAL_ENGINE_AUDIT_KEY", AUDIT_KEY)
+    try:
+        for command in (["serve", "--port", "9"], ["tick"], ["retention", "apply"]):
+            get_settings.cache_clear()
+            code = main(command)
+            err = capsys.readouterr().err
+            assert code == 2, (command, err)
+            assert f"{broken / file}:{line}:" in err, err
+            assert field in err and "Traceback" not in err
+    finally:
+        get_settings.cache_clear()
+    assert not (tmp_path / "never.db").exists()
