@@ -8,6 +8,10 @@ erasure tombstones; notifications raised about those cases and referrals; and ev
 audit row that names the person or one of their cases (who read or changed what, when,
 allowed or refused). The export itself is audited (`cli:person:subject_access`).
 
+Not included: queue and list views, which record the ids they showed in their audit
+row's summary rather than as the row's case or person; "who saw the name in a list" needs
+a search of those summaries for the case ids, which this export does not yet do.
+
 Third-party information (referrers, other people named in free text) is in the export
 as held: deciding what to withhold before disclosure is the DPO's job, not the code's.
 """

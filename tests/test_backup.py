@@ -96,8 +96,10 @@ def pg_dump_and_restore(runtime, refer, fire, cli, tmp_path, clock) -> None:
     assert "pg_dump --format=custom" in refused.stderr and "pg_restore" in refused.stderr
     assert not (tmp_path / "copy.db").exists()
 
-    pg_dump, pg_restore = shutil.which("pg_dump") or PG_BIN / "pg_dump", PG_BIN / "pg_restore"
-    if not Path(pg_dump).exists():
+    # the server's own version's tools (Debian's /usr/bin wrappers pick a cluster)
+    tools = PG_BIN if (PG_BIN / "pg_dump").exists() else Path(shutil.which("pg_dump") or "").parent
+    pg_dump, pg_restore = tools / "pg_dump", tools / "pg_restore"
+    if not pg_dump.exists():
         pytest.fail("pg_dump is not installed; .ci/run installs the postgresql package")
     for _ in range(3):
         case_id = refer()["case_id"]
