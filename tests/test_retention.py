@@ -241,6 +241,16 @@ def test_cli_hold_apply_release_and_subject_access(runtime, closed_case, tmp_pat
 # --- the policy file -------------------------------------------------------------------
 
 
+def test_periods_for_pathways_not_installed_are_allowed(tmp_path):
+    """A partnership's schedule covers every pathway; a MASH-only installation loads it."""
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    shutil.copy(PROJECT_ROOT / "workflows" / "mash.yaml", workflows / "mash.yaml")
+    policy = load_policy(PROJECT_ROOT / "policies")
+    rules = load_retention(PROJECT_ROOT / "policies", Workflows(workflows, policy))
+    assert rules.rule_for("mash", "closed")[1] == "mash.default: 6 years after closing"
+
+
 @pytest.fixture(scope="module")
 def definitions():
     policy = load_policy(PROJECT_ROOT / "policies")
@@ -250,7 +260,6 @@ def definitions():
 @pytest.mark.parametrize(
     ("old", "new", "field", "reason"),
     [
-        ("  marac:\n", "  marak:\n", "retention.marak", "unknown pathway"),
         ("    declined: {years: 2}", "    screening: {years: 2}", "retention.marac.screening",
          "not a closed state"),
         ("    declined: {years: 2}", "    declined: {years: 2, days: 3}",
