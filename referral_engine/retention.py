@@ -286,7 +286,9 @@ class Retention:
                 row.payload = payload
                 s.add(row)
             count("outbox.payload", c[0])
-        if case.referral_id is not None:
+        if case.referral_id is not None and not self._still_kept(
+            s, Case.referral_id == case.referral_id, case_id
+        ):  # onward cases share their referral: it goes with the last of them
             count("referral", self._erase_referral(s, case.referral_id))
         person_erased = False
         if case.person_id is not None:
@@ -306,6 +308,15 @@ class Retention:
                      "tombstone": tombstone.id},
         )  # fmt: skip
         return case.person_id if person_erased else None
+
+    @staticmethod
+    def _still_kept(s: Session, which: Any, erasing: int) -> int:
+        """How many cases matching `which`, besides `erasing`, are not erased."""
+        return s.execute(
+            sa.select(sa.func.count())
+            .select_from(Case)
+            .where(which, Case.id != erasing, Case.id.not_in(sa.select(Erasure.case_id)))
+        ).scalar_one()
 
     def _erase_referral(self, s: Session, referral_id: int) -> int:
         ref = s.get(Referral, referral_id)
@@ -332,11 +343,7 @@ class Retention:
             s.execute(sa.select(Person.id).where(Person.merged_into_id == person_id)).scalars()
         )
         erased_cases = sa.select(Erasure.case_id)
-        kept = s.execute(
-            sa.select(sa.func.count())
-            .select_from(Case)
-            .where(Case.person_id.in_(ids), Case.id != erasing, Case.id.not_in(erased_cases))
-        ).scalar_one()
+        kept = self._still_kept(s, Case.person_id.in_(ids), erasing)
         kept_referrals = s.execute(
             sa.select(sa.func.count())
             .select_from(Referral)

@@ -187,6 +187,28 @@ def test_a_person_with_a_case_still_kept_keeps_their_name(runtime, refer, fire, 
     assert not one(runtime, Erasure, Erasure.case_id == first["case_id"]).person_erased
 
 
+def test_an_onward_case_still_open_keeps_the_shared_referral(runtime, refer, fire, staff):
+    made = refer(subject=subject(), summary=SUMMARY)
+    mash = made["case_id"]
+    fire(mash, "officer", "screen", {"rag": "red", "rationale": RATIONALE})
+    fire(mash, "officer", "refer_for_decision", {"rationale": RATIONALE})
+    fired = fire(mash, "manager", "decide", {
+        "outcome": "strategy_discussion", "onward": ["marac"], "rationale": RATIONALE,
+        "feedback_to_referrer": FEEDBACK,
+    })  # fmt: skip
+    (onward,) = fired.opened
+    assert one(runtime, Case, Case.id == onward).referral_id == made["id"]
+
+    result = runtime.retention.apply(staff["admin"].actor, SEVEN_YEARS)
+    assert result.erased == [mash] and result.people == []
+    referral = one(runtime, Referral, Referral.id == made["id"])
+    assert referral.summary == SUMMARY  # the open MARAC case still needs it
+    decided = one(runtime, CaseHistory, CaseHistory.case_id == mash,
+                  CaseHistory.event == "decide")  # fmt: skip
+    assert decided.data["rationale"] == ERASED
+    assert "referral" not in one(runtime, Erasure, Erasure.case_id == mash).erased
+
+
 def test_open_cases_are_never_erased(runtime, refer, staff):
     made = refer(subject=subject(), summary=SUMMARY)
     result = runtime.retention.apply(staff["admin"].actor, START + relativedelta(years=50))
