@@ -267,6 +267,10 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="machine-readable result")
     verify.add_argument("--deep", action="store_true", help="also check searchable columns")
     verify.set_defaults(func=cmd_audit_verify)
+
+    from .cli_ops import register  # db backup, retention, sar
+
+    register(sub, db)
     return p
 
 

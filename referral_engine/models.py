@@ -317,3 +317,39 @@ class AuditCheckpoint(SQLModel, table=True):
 
 
 AUDIT_TABLES = ("audit_event", "audit_chain", "audit_checkpoint")
+
+
+class LegalHold(SQLModel, table=True):
+    """A case whose personal data must outlive its retention period (litigation, an
+    inquiry, a serious case review): `retention apply` erases nothing of it while a hold
+    is in force. Released holds are kept, so who held what, and why, stays on record."""
+
+    __tablename__ = "legal_hold"
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="cases.id", index=True)
+    reason: str = Field(sa_type=sa.Text)
+    placed_at: datetime = _ts(default_factory=utcnow)
+    placed_by: str = Field(max_length=200)
+    released_at: datetime | None = _ts(default=None)
+    released_by: str | None = Field(default=None, max_length=200)
+    release_reason: str | None = Field(default=None, sa_type=sa.Text)
+
+
+class Erasure(SQLModel, table=True):
+    """The tombstone of a case whose personal data was erased at the end of its retention
+    period: what was erased, when, by whom and under which rule. The case, its history and
+    its audit rows stay (with the personal data gone), so the audit chain still verifies."""
+
+    __tablename__ = "erasure"
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="cases.id", unique=True)
+    pathway: str = Field(max_length=60)
+    closed_state: str = Field(max_length=60)
+    closed_at: datetime | None = _ts(default=None)
+    rule: str = Field(max_length=200)
+    person_id: int | None = Field(default=None, index=True)
+    person_erased: bool = False
+    # "table.column" -> how many values were erased
+    erased: dict = _json(default_factory=dict)
+    erased_at: datetime = _ts(default_factory=utcnow)
+    erased_by: str = Field(max_length=200)

@@ -26,6 +26,7 @@ from .pathways import Workflows
 from .policies import Policy, load_policy
 from .referrals import Referrals
 from .reports import Reports
+from .retention import Retention, load_retention
 from .scheduler import Scheduler
 from .settings import Settings, get_settings
 
@@ -54,6 +55,7 @@ class Runtime:
     inbox: Inbox
     exports: Exports
     break_glass: BreakGlass
+    retention: Retention | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _sequencer: threading.Thread | None = None
     _deliverer: threading.Thread | None = None
@@ -106,6 +108,14 @@ class Runtime:
             inbox=Inbox(db, clock, audit, renderer),
             exports=Exports(db, access, policy, clock, audit, reports, cases, engine.refused),
             break_glass=BreakGlass(db, access, policy, clock, audit, engine.refused),
+            retention=Retention(
+                db,
+                workflows,
+                policy,
+                load_retention(settings.policies_dir, workflows),
+                clock,
+                audit,
+            ),
         )
 
     def start(self) -> None:

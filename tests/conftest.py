@@ -311,3 +311,67 @@ def browser_for(app, staff):
     yield make
     for c in clients:
         c.__exit__(None, None, None)
+
+
+# --- the command line, in this process -------------------------------------------------
+
+
+@pytest.fixture
+def cli(runtime, monkeypatch, capsys, tmp_path):
+    """Run `referral-engine ...` in this process against the test's database: the real
+    parser and commands, without a Python start-up per call (tests/test_cli.py runs the
+    installed script as a subprocess). Returns a CompletedProcess-like result."""
+    import subprocess
+
+    from referral_engine.cli import main
+    from referral_engine.settings import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", runtime.settings.database_url)
+    monkeypatch.setenv("REFERRAL_ENGINE_SECRET_KEY", SECRET)
+    monkeypatch.setenv("REFERRAL_ENGINE_AUDIT_KEY", AUDIT_KEY)
+    monkeypatch.setenv("REFERRAL_ENGINE_PASSWORD_HASHER", "argon2-fast")
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        get_settings.cache_clear()
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    yield run
+    get_settings.cache_clear()
+
+
+# --- a real HTTP server ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live(app) -> Iterator[str]:
+    """The test's app served by a real uvicorn on a loopback port, in this process."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=20)

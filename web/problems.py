@@ -8,12 +8,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from referral_engine.errors import DomainError, FieldError, InvalidData, Locked, Unauthorised
 
 MEDIA_TYPE = "application/problem+json"
+MAX_ID = 2**31 - 1  # the largest id either database stores (PostgreSQL INTEGER)
 
 
 class FieldProblem(BaseModel):
@@ -95,6 +97,19 @@ def install(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         return problem(request, exc.status_code, _title(exc.status_code), str(exc.detail),
                        headers=headers)  # fmt: skip
+
+    @app.exception_handler(DataError)
+    @app.exception_handler(OverflowError)
+    async def out_of_range(request: Request, exc: Exception):
+        """A number the database cannot hold (an id or version past 2^31 on PostgreSQL,
+        2^63 on SQLite) names no record: refused as bad input, never a server error."""
+        detail = "a number in the request is out of range"
+        if is_page(request):
+            return await run_in_threadpool(page_error, request, 422, detail)
+        errors = [{"field": "request", "reason": "a number is out of range"}]
+        return problem(
+            request, 422, "The data is not valid", detail, kind="invalid-data", errors=errors
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
@@ -188,7 +203,7 @@ async def audit_refusal(request: Request, errors: list[dict[str, str]]) -> None:
     exc = InvalidData([FieldError(e["field"], e["reason"]) for e in errors])
     await run_in_threadpool(
         rt.engine.refused, who, f"api:{action}", exc,
-        case_id=int(case_id) if str(case_id or "").isdigit() else None,
+        case_id=int(case_id) if str(case_id or "").isdigit() and int(case_id) <= MAX_ID else None,
         target=request.url.path,
     )  # fmt: skip
 
