@@ -92,7 +92,9 @@ class BreakGlass:
             self.audit.record(
                 s, actor, action, target=f"case:{case_id}", case_id=case_id,
                 person_id=case.person_id,
-                summary={"grant": row.id, "pathway": case.pathway, "reason": reason,
+                # The reason stays in the grant's row (retention may erase it); the audit
+                # row names the grant, so the chain never holds free text.
+                summary={"grant": row.id, "pathway": case.pathway,
                          "expires_at": row.expires_at.isoformat()},
             )  # fmt: skip
             return _grant(row, actor.display_name, None, now)
@@ -191,7 +193,7 @@ class BreakGlass:
             s.flush()
             self.audit.record(
                 s, actor, action, target=f"break_glass:{grant_id}", case_id=row.case_id,
-                summary={"grant": grant_id, "user_id": row.user_id, "note": note},
+                summary={"grant": grant_id, "user_id": row.user_id, "noted": bool(note)},
             )  # fmt: skip
             names = _names(s, {row.user_id})
             return _grant(row, names.get(row.user_id, "?"), actor.display_name, self.clock.now())
