@@ -143,7 +143,8 @@ def test_ids_and_versions_past_what_the_database_holds_are_refused_not_crashed(u
     [
         ("workflows", "mash.yaml", "    to: screening\n", "    to: screening: now\n", "(syntax)"),
         ("policies", "sla.yaml", "    hours: 4\n", "    hours: -4\n", "mash_decision_red.hours"),
-        ("policies", "retention.yaml", "  mash:\n", "  mosh:\n", "retention.mosh"),
+        ("policies", "retention.yaml", "    declined: {years: 2}", "    declined_: {years: 2}",
+         "retention.marac.declined_"),
     ],
 )  # fmt: skip
 def test_the_server_and_every_command_refuse_to_start_on_a_bad_file(

@@ -139,12 +139,13 @@ def test_effect_with_a_parameter_of_the_wrong_type(tmp_path, policy, mash_source
 def test_effect_missing_a_required_parameter(tmp_path, policy, mash_source):
     broken = edit(
         mash_source,
-        "- append_attribute: {attribute: checks, fields: [agency, summary, risk_found]}",
-        "- append_attribute: {fields: [agency, summary, risk_found]}",
+        "          attribute: checks\n",
+        "",
     )
     path, err = compile_broken(tmp_path, policy, broken)
-    # A missing parameter is reported on the effect that lacks it.
-    assert f"{path}:{line_of(broken, '- append_attribute:')}:" in str(err)
+    # A missing parameter is reported on the effect that lacks it (record_check's first).
+    first = broken.index("- append_attribute:", broken.index("record_check:"))
+    assert f"{path}:{broken.count(chr(10), 0, first) + 1}:" in str(err)
     assert "attribute" in err.field and err.field.startswith("events.record_check.effects.0")
 
 
