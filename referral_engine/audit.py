@@ -34,6 +34,7 @@ from sqlmodel import Session
 
 from .access import Actor
 from .clock import Clock
+from .db import Statement
 from .models import AuditChain, AuditCheckpoint, AuditEvent, AuditPending
 from .types import utcnow
 
@@ -45,6 +46,19 @@ _event = AuditEvent.__table__
 _pending = AuditPending.__table__
 _chain = AuditChain.__table__
 _checkpoint = AuditCheckpoint.__table__
+
+# What every audited action runs, compiled once (see `Statement`).
+_INSERT_EVENT = Statement(
+    _event.insert()
+    .values({c: sa.bindparam(c) for c in ("at", "actor_id", "action", "outcome", "case_id",
+                                          "person_id", "body")})
+    .returning(_event.c.id)
+)  # fmt: skip
+_INSERT_PENDING = Statement(_pending.insert().values(audit_id=sa.bindparam("audit_id")))
+_INSERT_LINK = Statement(
+    _chain.insert().values({c: sa.bindparam(c) for c in ("seq", "audit_id", "prev_hash", "hash")})
+)
+_HEAD = Statement(sa.select(_chain.c.seq, _chain.c.hash).order_by(_chain.c.seq.desc()).limit(1))
 
 
 def canonical(obj: Any) -> bytes:
@@ -108,8 +122,8 @@ class AuditLog:
             }
         )
         conn = session.connection() if isinstance(session, Session) else session
-        audit_id = conn.execute(
-            _event.insert().returning(_event.c.id),
+        audit_id = _INSERT_EVENT.scalar(
+            conn,
             {
                 "at": at,
                 "actor_id": actor.user_id,
@@ -119,12 +133,12 @@ class AuditLog:
                 "person_id": person_id,
                 "body": body,
             },
-        ).scalar_one()
+        )
         if self.link_inline:
             seq, head = _head(conn)
             self._append(conn, [(audit_id, body)], seq, head)
         else:
-            conn.execute(_pending.insert(), {"audit_id": audit_id})
+            _INSERT_PENDING.run(conn, {"audit_id": audit_id})
         return audit_id
 
     def _append(
@@ -137,7 +151,10 @@ class AuditLog:
             links.append({"seq": seq, "audit_id": audit_id, "prev_hash": prev, "hash": head})
             if seq % self.checkpoint_every == 0:
                 checkpoints.append(_checkpoint_row(self.key, seq, head, self.checkpoint_every))
-        conn.execute(_chain.insert(), links)
+        if len(links) == 1:
+            _INSERT_LINK.run(conn, links[0])
+        else:
+            conn.execute(_chain.insert(), links)
         if checkpoints:
             conn.execute(_checkpoint.insert(), checkpoints)
         return seq, head
@@ -232,9 +249,7 @@ class AuditLog:
 
 
 def _head(conn: Connection) -> tuple[int, bytes]:
-    row = conn.execute(
-        sa.select(_chain.c.seq, _chain.c.hash).order_by(_chain.c.seq.desc()).limit(1)
-    ).first()
+    row = _HEAD.first(conn)
     return (row.seq, bytes(row.hash)) if row else (0, GENESIS)
 
 

@@ -23,7 +23,7 @@ from . import intake
 from .access import SYSTEM, Access, Actor
 from .audit import AuditLog
 from .clock import LONDON, Clock
-from .db import Database
+from .db import Database, Statement
 from .effects import (
     Anonymise,
     AppendAttribute,
@@ -78,6 +78,42 @@ _meeting_case = MeetingCase.__table__
 
 OPEN_DEADLINE = ("open", "breached")
 LIVE_DEADLINE = (*OPEN_DEADLINE, "paused")
+
+# The statements every fire runs, compiled once (see `Statement`): the case with its
+# referral in one read, its live deadlines, the guarded case update, the history row.
+_REFERRAL_COLUMNS = ("received_at", "subject", "is_child", "referrer_id", "details", "agency_kind")
+_READ_CASE = Statement(
+    sa.select(_case, *(_referral.c[n].label(f"ref_{n}") for n in _REFERRAL_COLUMNS))
+    .select_from(_case.outerjoin(_referral, _referral.c.id == _case.c.referral_id))
+    .where(_case.c.id == sa.bindparam("case_id"))
+)
+_READ_DEADLINES = Statement(
+    sa.select(_deadline).where(
+        _deadline.c.case_id == sa.bindparam("case_id"),
+        sa.or_(*(_deadline.c.status == s for s in LIVE_DEADLINE)),
+    )
+)
+_CHANGING = ("attributes", "rag", "priority", "due_at", "assigned_to_id", "allocated_to_id")
+
+
+def _update_case(closing: bool) -> Statement:
+    values = {c: sa.bindparam(c) for c in ("state", "version", "updated_at", *_CHANGING)}
+    if closing:
+        values.update(closed=sa.bindparam("closed"), closed_at=sa.bindparam("closed_at"))
+    return Statement(
+        _case.update()
+        .where(_case.c.id == sa.bindparam("case_id"), _case.c.version == sa.bindparam("expected"))
+        .values(**values)
+    )
+
+
+_UPDATE_CASE = {closing: _update_case(closing) for closing in (False, True)}
+_INSERT_HISTORY = Statement(
+    _history.insert().values(
+        {c: sa.bindparam(c) for c in ("case_id", "version", "event", "from_state", "to_state",
+                                      "actor_id", "actor_name", "at", "data")}
+    )
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -191,7 +227,7 @@ class Engine:
         expected_version: int,
     ) -> Fired:
         now = self.clock.now()
-        row = s.connection().execute(sa.select(_case).where(_case.c.id == case_id)).first()
+        row = _READ_CASE.first(s, {"case_id": case_id})
         if row is None or not self.access.can_see(actor, row):
             raise NotFound(f"case {case_id} not found")
         wf = self.workflow_for(s, row.workflow_version)
@@ -212,15 +248,15 @@ class Engine:
         clean = wf.schemas[event].validate(data)
         users = self._resolve_users(s, wf, event, clean)
         meetings = self._resolve_meetings(s, wf, event, clean, now)
-        snap = self._snapshot(s, row)
+        snap = self._snapshot(s, row, history=wf.needs_history(event))
         ctx = Context(
             snap, event, clean, actor, now, self.policy, self.workflows.pathways, users, meetings
         )
         to_state = wf.next_state(ctx)
         ops = plan_effects(ctx, wf.effects[event])
         opened = self._apply(s, wf, snap, to_state, ops, actor, now)
-        s.connection().execute(
-            _history.insert(),
+        _INSERT_HISTORY.run(
+            s,
             {
                 "case_id": case_id,
                 "version": snap.version + 1,
@@ -392,23 +428,13 @@ class Engine:
             if not still_used:
                 conn.execute(sa.delete(Person).where(Person.id == snap.person_id))
 
-    def _snapshot(self, s: Session, row: Any) -> Snapshot:
-        conn = s.connection()
-        ref = None
-        if row.referral_id is not None:
-            ref = conn.execute(
-                sa.select(
-                    _referral.c.received_at, _referral.c.subject, _referral.c.is_child,
-                    _referral.c.referrer_id, _referral.c.details, _referral.c.agency_kind,
-                ).where(_referral.c.id == row.referral_id)
-            ).first()  # fmt: skip
+    def _snapshot(self, s: Session, row: Any, *, history: bool) -> Snapshot:
+        """The case as `_READ_CASE` read it (with its referral's columns), its live
+        deadlines and, only for events whose effects look at it, the person's history."""
+        ref = row.referral_id is not None
         deadlines = {
             d.name: DeadlineView(d.name, d.label, d.due_at, d.status, d.on_due, d.paused_at)
-            for d in conn.execute(
-                sa.select(_deadline).where(
-                    _deadline.c.case_id == row.id, _deadline.c.status.in_(LIVE_DEADLINE)
-                )
-            )
+            for d in _READ_DEADLINES.rows(s, {"case_id": row.id})
         }
         return Snapshot(
             case_id=row.id,
@@ -419,19 +445,19 @@ class Engine:
             attributes=dict(row.attributes or {}),
             rag=row.rag,
             opened_at=row.opened_at,
-            received_at=ref.received_at if ref else None,
-            subject=dict(ref.subject or {}) if ref else {},
-            is_child=bool(ref.is_child) if ref else False,
+            received_at=row.ref_received_at if ref else None,
+            subject=dict(row.ref_subject or {}) if ref else {},
+            is_child=bool(row.ref_is_child) if ref else False,
             person_id=row.person_id,
             referral_id=row.referral_id,
-            referrer_id=ref.referrer_id if ref else None,
+            referrer_id=row.ref_referrer_id if ref else None,
             agency_id=row.agency_id,
             allocated_to_id=row.allocated_to_id,
             assigned_to_id=row.assigned_to_id,
             deadlines=deadlines,
-            details=dict(ref.details or {}) if ref else {},
-            agency_kind=ref.agency_kind if ref else None,
-            last_opened=self._last_opened(s, row.person_id, row.id),
+            details=dict(row.ref_details or {}) if ref else {},
+            agency_kind=row.ref_agency_kind if ref else None,
+            last_opened=self._last_opened(s, row.person_id, row.id) if history else {},
         )
 
     @staticmethod
@@ -460,17 +486,18 @@ class Engine:
         closing = wf.is_terminal(to_state) and not wf.is_terminal(snap.state)
         after = _fold(snap, ops, now, closing=closing)
         changed = (
-            s.connection()
-            .execute(
-                _case.update()
-                .where(_case.c.id == snap.case_id, _case.c.version == snap.version)
-                .values(
-                    state=to_state,
-                    version=snap.version + 1,
-                    updated_at=now,
+            _UPDATE_CASE[closing]
+            .run(
+                s,
+                {
+                    "case_id": snap.case_id,
+                    "expected": snap.version,
+                    "state": to_state,
+                    "version": snap.version + 1,
+                    "updated_at": now,
                     **_row_values(after),
                     **({"closed": True, "closed_at": now} if closing else {}),
-                )
+                },
             )
             .rowcount
         )
