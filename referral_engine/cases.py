@@ -24,6 +24,9 @@ from .models import Case, CaseHistory, Deadline, Person, Referral
 from .policies import Policy
 
 MAX_PAGE = 200
+# The queue counts matching cases up to here and says "at least" beyond: an exact count
+# of a million-case table costs more than the page itself, and nobody pages that far.
+COUNT_CAP = 10_000
 
 
 class Cases:
@@ -237,7 +240,10 @@ class Cases:
                 where.append(sa.or_(Case.due_at.is_(None), Case.due_at >= now))
             if assigned_to_me:
                 where.append(Case.assigned_to_id == actor.user_id)
-            total = s.execute(sa.select(sa.func.count()).select_from(Case).where(*where)).scalar()
+            matching = sa.select(Case.id).where(*where).limit(COUNT_CAP + 1).subquery()
+            total = s.execute(sa.select(sa.func.count()).select_from(matching)).scalar() or 0
+            capped = total > COUNT_CAP
+            total = min(total, COUNT_CAP)
             rows = s.execute(
                 sa.select(Case, Person, Referral)
                 .outerjoin(Person, Person.id == Case.person_id)
@@ -274,7 +280,13 @@ class Cases:
                 s, actor, action, target="cases",
                 summary={"filters": filters, "total": total, "listed": [i["id"] for i in items]},
             )  # fmt: skip
-            return {"items": items, "total": total, "limit": limit, "offset": offset}
+            return {
+                "items": items,
+                "total": total,
+                "total_capped": capped,  # true: there are more than `total`
+                "limit": limit,
+                "offset": offset,
+            }
 
         return self._audited(actor, action, "cases", read)
 

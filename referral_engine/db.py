@@ -160,6 +160,20 @@ class Statement:
         cur.execute(sql, [values[n] for n in order] if order is not None else values)
         return cur, results, row
 
+    def run_many(self, conn: Connection | Session, rows: list[dict]) -> None:
+        """Execute once per row in one driver call (bulk loads)."""
+        if isinstance(conn, Session):
+            conn = conn.connection()
+        sql, binds, order, _, _ = self._compiled(conn.dialect)
+        batch = []
+        for params in rows:
+            values = {}
+            for name, (default, proc) in binds.items():
+                value = params.get(name, default)
+                values[name] = proc(value) if proc is not None and value is not None else value
+            batch.append([values[n] for n in order] if order is not None else values)
+        conn.connection.driver_connection.cursor().executemany(sql, batch)
+
     def rows(self, conn: Connection | Session, params: dict | None = None) -> list:
         cur, results, row = self._execute(conn, params)
         out = []

@@ -93,21 +93,26 @@ _READ_DEADLINES = Statement(
         sa.or_(*(_deadline.c.status == s for s in LIVE_DEADLINE)),
     )
 )
-_CHANGING = ("attributes", "rag", "priority", "due_at", "assigned_to_id", "allocated_to_id")
+# Indexed columns are set only when their value changes: SQLite rewrites an index entry
+# (and so writes its page to the WAL) for every indexed column named in SET, changed or not.
+_INDEXED = ("priority", "due_at", "assigned_to_id", "allocated_to_id", "closed", "closed_at")
+_UPDATE_CASE: dict[tuple[str, ...], Statement] = {}
 
 
-def _update_case(closing: bool) -> Statement:
-    values = {c: sa.bindparam(c) for c in ("state", "version", "updated_at", *_CHANGING)}
-    if closing:
-        values.update(closed=sa.bindparam("closed"), closed_at=sa.bindparam("closed_at"))
-    return Statement(
-        _case.update()
-        .where(_case.c.id == sa.bindparam("case_id"), _case.c.version == sa.bindparam("expected"))
-        .values(**values)
-    )
+def _update_case(indexed: tuple[str, ...]) -> Statement:
+    stmt = _UPDATE_CASE.get(indexed)
+    if stmt is None:
+        columns = ("state", "version", "updated_at", "attributes", "rag", *indexed)
+        stmt = _UPDATE_CASE[indexed] = Statement(
+            _case.update()
+            .where(
+                _case.c.id == sa.bindparam("case_id"), _case.c.version == sa.bindparam("expected")
+            )
+            .values({c: sa.bindparam(c) for c in columns})
+        )
+    return stmt
 
 
-_UPDATE_CASE = {closing: _update_case(closing) for closing in (False, True)}
 _INSERT_HISTORY = Statement(
     _history.insert().values(
         {c: sa.bindparam(c) for c in ("case_id", "version", "event", "from_state", "to_state",
@@ -227,7 +232,8 @@ class Engine:
         expected_version: int,
     ) -> Fired:
         now = self.clock.now()
-        row = _READ_CASE.first(s, {"case_id": case_id})
+        conn = s.connection()
+        row = _READ_CASE.first(conn, {"case_id": case_id})
         if row is None or not self.access.can_see(actor, row):
             raise NotFound(f"case {case_id} not found")
         wf = self.workflow_for(s, row.workflow_version)
@@ -254,9 +260,10 @@ class Engine:
         )
         to_state = wf.next_state(ctx)
         ops = plan_effects(ctx, wf.effects[event])
-        opened = self._apply(s, wf, snap, to_state, ops, actor, now)
+        stored = {c: getattr(row, c) for c in _INDEXED}
+        opened = self._apply(s, wf, snap, to_state, ops, actor, now, stored)
         _INSERT_HISTORY.run(
-            s,
+            conn,
             {
                 "case_id": case_id,
                 "version": snap.version + 1,
@@ -272,7 +279,7 @@ class Engine:
         # An anonymised record is no longer linked to a person, not even in its audit row.
         anonymous = any(isinstance(op, Anonymise) for op in ops)
         self.audit.record(
-            s, actor, f"{actor.source}:case:{event}", target=f"case:{case_id}",
+            conn, actor, f"{actor.source}:case:{event}", target=f"case:{case_id}",
             case_id=case_id, person_id=None if anonymous else snap.person_id, at=now,
             summary={"pathway": wf.pathway, "event": event, "from": snap.state,
                      "to": to_state, "version": snap.version + 1,
@@ -434,7 +441,7 @@ class Engine:
         ref = row.referral_id is not None
         deadlines = {
             d.name: DeadlineView(d.name, d.label, d.due_at, d.status, d.on_due, d.paused_at)
-            for d in _READ_DEADLINES.rows(s, {"case_id": row.id})
+            for d in _READ_DEADLINES.rows(s.connection(), {"case_id": row.id})
         }
         return Snapshot(
             case_id=row.id,
@@ -481,26 +488,23 @@ class Engine:
         ops: list[Op],
         actor: Actor,
         now: datetime,
+        stored: dict[str, Any],
     ) -> list[int]:
-        """Write the planned change. The case row first: it is the concurrency check."""
+        """Write the planned change. The case row first: it is the concurrency check.
+        `stored` holds the case row's indexed columns as read."""
         closing = wf.is_terminal(to_state) and not wf.is_terminal(snap.state)
         after = _fold(snap, ops, now, closing=closing)
-        changed = (
-            _UPDATE_CASE[closing]
-            .run(
-                s,
-                {
-                    "case_id": snap.case_id,
-                    "expected": snap.version,
-                    "state": to_state,
-                    "version": snap.version + 1,
-                    "updated_at": now,
-                    **_row_values(after),
-                    **({"closed": True, "closed_at": now} if closing else {}),
-                },
-            )
-            .rowcount
-        )
+        values = {
+            "case_id": snap.case_id,
+            "expected": snap.version,
+            "state": to_state,
+            "version": snap.version + 1,
+            "updated_at": now,
+            **_row_values(after),
+            **({"closed": True, "closed_at": now} if closing else {}),
+        }
+        indexed = tuple(c for c in _INDEXED if c in values and values[c] != stored[c])
+        changed = _update_case(indexed).run(s, values).rowcount
         if changed != 1:
             raise StaleVersion("someone else changed the case first; reload and try again")
         opened: list[int] = []
