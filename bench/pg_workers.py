@@ -96,6 +96,35 @@ def _worker(url: str, users: dict[str, int], ids: list[int], barrier, out) -> No
     out.put(time.perf_counter() - start)
 
 
+class WaitSampler(threading.Thread):
+    """What the bench's sessions wait on, sampled from pg_stat_activity every 20 ms: if
+    writers queued on one lock (a chain head, say) it would show as `Lock` waits."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        import sqlalchemy as sa
+
+        self.engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        self.database = url.rsplit("/", 1)[1]
+        self.stop = threading.Event()
+        self.counts: dict[str, int] = {}
+
+    def run(self) -> None:
+        import sqlalchemy as sa
+
+        query = sa.text(
+            "SELECT coalesce(wait_event_type, 'CPU') || ':' || coalesce(wait_event, '-') "
+            "FROM pg_stat_activity WHERE datname = :db AND state = 'active' "
+            "AND pid <> pg_backend_pid()"
+        )
+        with self.engine.connect() as conn:
+            while not self.stop.wait(0.02):
+                for (what,) in conn.execute(query, {"db": self.database}):
+                    self.counts[what] = self.counts.get(what, 0) + 1
+                conn.rollback()
+        self.engine.dispose()
+
+
 def measure(url: str, users: dict[str, int], ids: list[int], workers: int) -> dict:
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(workers + 1), ctx.Queue()
@@ -108,15 +137,28 @@ def measure(url: str, users: dict[str, int], ids: list[int], workers: int) -> di
     ]
     for p in procs:
         p.start()
+    sampler = WaitSampler(url)
+    sampler.start()
     barrier.wait()
     start = time.perf_counter()
     times = [out.get(timeout=600) for _ in procs]
     wall = time.perf_counter() - start
+    sampler.stop.set()
+    sampler.join()
+    total = sum(sampler.counts.values()) or 1
     for p in procs:
         p.join()
     steps = share * workers * len(STEPS)
-    return {"workers": workers, "steps": steps, "seconds": round(wall, 2),
-            "events_per_s": round(steps / wall, 1), "slowest_worker_s": round(max(times), 2)}  # fmt: skip
+    return {
+        "workers": workers,
+        "steps": steps,
+        "seconds": round(wall, 2),
+        "events_per_s": round(steps / wall, 1),
+        "slowest_worker_s": round(max(times), 2),
+        # Share of sampled active sessions by what they waited on (CPU: not waiting).
+        "waits": {k: round(v / total, 3) for k, v in sorted(sampler.counts.items(),
+                                                            key=lambda kv: -kv[1])[:6]},
+    }  # fmt: skip
 
 
 def run(cases_per_worker: int = 30, workers: tuple[int, ...] = (1, 4, 8)) -> dict:
