@@ -8,6 +8,7 @@ view goes through `Access.visible_cases`, so a case the caller may not see is ab
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -270,8 +271,11 @@ class Cases:
             total = s.execute(sa.select(sa.func.count()).select_from(matching)).scalar() or 0
             capped = total > COUNT_CAP
             total = min(total, COUNT_CAP)
+            # Only the columns a queue row shows: whole ORM objects (with every JSON column
+            # decoded) cost more than the page's query itself.
             rows = s.execute(
-                sa.select(Case, Person, Referral)
+                sa.select(*_QUEUE_COLUMNS)
+                .select_from(Case)
                 .outerjoin(Person, Person.id == Case.person_id)
                 .outerjoin(Referral, Referral.id == Case.referral_id)
                 .where(*where)
@@ -292,15 +296,15 @@ class Cases:
                     "due_soon": bool(c.due_at and not c.closed and now <= c.due_at < now + soon),
                     "seconds_left": int((c.due_at - now).total_seconds()) if c.due_at else None,
                     "person_id": c.person_id,
-                    "person": _person(p),
-                    "reference": r.reference if r else None,
-                    "concerns": r.concerns if r else [],
-                    "immediate_danger": bool(r and r.immediate_danger),
-                    "repeat": bool(r and r.repeat_of_referral_id),
+                    "person": _person(p) if p.id is not None else None,
+                    "reference": r.reference,
+                    "concerns": r.concerns if r.concerns is not None else [],
+                    "immediate_danger": bool(r.immediate_danger),
+                    "repeat": bool(r.repeat_of_referral_id),
                     "opened_at": _iso(c.opened_at),
                     "assigned_to_id": c.assigned_to_id,
                 }
-                for c, p, r in rows
+                for c, p, r in (_queue_row(row) for row in rows)
             ]
             self.audit.record(
                 s, actor, action, target="cases",
@@ -393,6 +397,43 @@ class Cases:
             }
 
         return self._audited(actor, action, f"person:{person_id}", read, person_id=person_id)
+
+
+_QUEUE_CASE = (
+    "id",
+    "pathway",
+    "state",
+    "version",
+    "rag",
+    "due_at",
+    "closed",
+    "person_id",
+    "opened_at",
+    "assigned_to_id",
+)
+_QUEUE_PERSON = (
+    "id",
+    "given_name",
+    "family_name",
+    "date_of_birth",
+    "estimated_age",
+    "gender",
+    "merged_into_id",
+)
+_QUEUE_REFERRAL = ("reference", "concerns", "immediate_danger", "repeat_of_referral_id")
+_QUEUE_COLUMNS = (
+    *(_case.c[n].label(f"c_{n}") for n in _QUEUE_CASE),
+    *(Person.__table__.c[n].label(f"p_{n}") for n in _QUEUE_PERSON),
+    *(Referral.__table__.c[n].label(f"r_{n}") for n in _QUEUE_REFERRAL),
+)  # fmt: skip
+
+
+def _queue_row(row: Any) -> tuple[SimpleNamespace, SimpleNamespace, SimpleNamespace]:
+    """A queue row's case, person and referral columns, each by its own names."""
+    parts = [{}, {}, {}]
+    for key, value in row._mapping.items():
+        parts["cpr".index(key[0])][key[2:]] = value
+    return SimpleNamespace(**parts[0]), SimpleNamespace(**parts[1]), SimpleNamespace(**parts[2])
 
 
 def _iso(value: datetime | None) -> str | None:
