@@ -430,10 +430,12 @@ _QUEUE_COLUMNS = (
 
 def _queue_row(row: Any) -> tuple[SimpleNamespace, SimpleNamespace, SimpleNamespace]:
     """A queue row's case, person and referral columns, each by its own names."""
-    parts = [{}, {}, {}]
-    for key, value in row._mapping.items():
-        parts["cpr".index(key[0])][key[2:]] = value
-    return SimpleNamespace(**parts[0]), SimpleNamespace(**parts[1]), SimpleNamespace(**parts[2])
+    c, p = len(_QUEUE_CASE), len(_QUEUE_CASE) + len(_QUEUE_PERSON)
+    return (
+        SimpleNamespace(**dict(zip(_QUEUE_CASE, row[:c], strict=True))),
+        SimpleNamespace(**dict(zip(_QUEUE_PERSON, row[c:p], strict=True))),
+        SimpleNamespace(**dict(zip(_QUEUE_REFERRAL, row[p:], strict=True))),
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
