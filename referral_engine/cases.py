@@ -57,7 +57,7 @@ _READ_LINKS = Statement(
 MAX_PAGE = 200
 # The queue counts matching cases up to here and says "at least" beyond: an exact count
 # of a million-case table costs more than the page itself, and nobody pages that far.
-COUNT_CAP = 10_000
+COUNT_CAP = 1_000
 
 
 class Cases:
