@@ -170,7 +170,8 @@ class Statement:
         params = params or {}
         for name, (default, proc) in binds.items():
             value = params.get(name, default)
-            values[name] = proc(value) if proc is not None and value is not None else value
+            # As SQLAlchemy does, None goes through the processor too (JSON: 'null').
+            values[name] = proc(value) if proc is not None else value
         driver = conn.connection.driver_connection
         cur = driver.cursor()
         cur.execute(sql, [values[n] for n in order] if order is not None else values)
@@ -186,14 +187,16 @@ class Statement:
             values = {}
             for name, (default, proc) in binds.items():
                 value = params.get(name, default)
-                values[name] = proc(value) if proc is not None and value is not None else value
+                values[name] = proc(value) if proc is not None else value
             batch.append([values[n] for n in order] if order is not None else values)
         conn.connection.driver_connection.cursor().executemany(sql, batch)
 
     def rows(self, conn: Connection | Session, params: dict | None = None) -> list:
         cur, results, row = self._execute(conn, params)
         out = []
-        for raw in cur.fetchall():
+        fetched = cur.fetchall()
+        cur.close()
+        for raw in fetched:
             out.append(
                 row._make(
                     v if p is None or v is None else p(v) for v, p in zip(raw, results, strict=True)
