@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test test-sqlite lint format bench clean
+.PHONY: install run test test-sqlite lint format bench bench-full bench-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,23 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Benchmarks, side by side with the alternatives (bench/README.md). Their extra
+# dependencies (SpiffWorkflow, py-spy) are installed here, never by `make test`.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench-deps: $(BENCH_STAMP)
+
+# A few minutes at reduced scale: prints a table and writes bench/results.json.
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py
+
+# The same at full scale (a million cases, ten million audit rows): an hour or more.
+bench-full: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py --full
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -7,16 +7,22 @@ writes (reads are audited) and a deferred lock upgrade would deadlock two reader
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import Session
 
 _engines: dict[str, SAEngine] = {}
+# One writer at a time per SQLite database in this process (see `Database.transaction`).
+_writers: dict[str, threading.RLock] = {}
 
 
 def normalise_url(url: str) -> str:
@@ -81,6 +87,15 @@ class Database:
         self.engine = get_engine(self.url)
         # The same pool, for transactions that only read.
         self.read_engine = self.engine.execution_options(read_only=True)
+        # SQLite has one writer. Threads of this process that want to write queue here and
+        # are handed the lock the moment it is free; left to SQLite, each waiter polls the
+        # file lock with sleeps of up to 100 ms, which under eight concurrent requests put
+        # p95 near a second (bench/README.md). Other processes still wait in SQLite.
+        self._writer = (
+            _writers.setdefault(self.url, threading.RLock())
+            if self.is_sqlite
+            else contextlib.nullcontext()
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -93,7 +108,11 @@ class Database:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commits on success, rolls back on any exception."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        with (
+            self._writer,
+            Session(self.engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     @contextlib.contextmanager
@@ -101,3 +120,94 @@ class Database:
         """A transaction that only reads: on SQLite it blocks no writer."""
         with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
             yield session
+
+
+class Statement:
+    """A hot-path statement, compiled once per dialect and run on the driver's cursor.
+
+    Building and dispatching a Core statement costs SQLAlchemy about 70 µs (250 µs if
+    the statement is built anew each time); a fire runs several, and together they were
+    most of its cost (see bench/README.md). This runs the same SQL, with SQLAlchemy's
+    own bind and result conversions for each column, inside the caller's transaction on
+    the same connection, for the price of the driver call. Only for statements with plain
+    bind parameters (no `IN` lists), named with `sa.bindparam`.
+    """
+
+    def __init__(self, stmt: sa.Executable):
+        self.stmt = stmt
+        self._by_dialect: dict[str, tuple] = {}
+
+    def _compiled(self, dialect: sa.Dialect) -> tuple:
+        got = self._by_dialect.get(dialect.name)
+        if got is None:
+            c = self.stmt.compile(dialect=dialect)
+            if c.literal_execute_params or c.post_compile_params:
+                raise ValueError("Statement needs plain bind parameters")
+            binds = {}
+            for name, bind in c.binds.items():
+                proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+                binds[name] = (bind.value if bind.callable is None else None, proc)
+            order = list(c.positiontup) if dialect.positional else None
+            columns = getattr(self.stmt, "exported_columns", None) or ()
+            names = [col.key for col in columns]
+            results = [
+                col.type.dialect_impl(dialect).result_processor(dialect, None) for col in columns
+            ]
+            row = collections.namedtuple("Row", names, rename=True) if names else None  # type: ignore[misc]
+            got = (c.string, binds, order, results, row)
+            self._by_dialect[dialect.name] = got
+        return got
+
+    def run(self, conn: Connection | Session, params: dict | None = None) -> Any:
+        """Execute; returns the driver cursor (for `rowcount`)."""
+        return self._execute(conn, params)[0]
+
+    def _execute(self, conn: Connection | Session, params: dict | None) -> tuple:
+        if isinstance(conn, Session):
+            conn = conn.connection()
+        sql, binds, order, results, row = self._compiled(conn.dialect)
+        values = {}
+        params = params or {}
+        for name, (default, proc) in binds.items():
+            value = params.get(name, default)
+            # As SQLAlchemy does, None goes through the processor too (JSON: 'null').
+            values[name] = proc(value) if proc is not None else value
+        driver = conn.connection.driver_connection
+        cur = driver.cursor()
+        cur.execute(sql, [values[n] for n in order] if order is not None else values)
+        return cur, results, row
+
+    def run_many(self, conn: Connection | Session, rows: list[dict]) -> None:
+        """Execute once per row in one driver call (bulk loads)."""
+        if isinstance(conn, Session):
+            conn = conn.connection()
+        sql, binds, order, _, _ = self._compiled(conn.dialect)
+        batch = []
+        for params in rows:
+            values = {}
+            for name, (default, proc) in binds.items():
+                value = params.get(name, default)
+                values[name] = proc(value) if proc is not None else value
+            batch.append([values[n] for n in order] if order is not None else values)
+        conn.connection.driver_connection.cursor().executemany(sql, batch)
+
+    def rows(self, conn: Connection | Session, params: dict | None = None) -> list:
+        cur, results, row = self._execute(conn, params)
+        out = []
+        fetched = cur.fetchall()
+        cur.close()
+        for raw in fetched:
+            out.append(
+                row._make(
+                    v if p is None or v is None else p(v) for v, p in zip(raw, results, strict=True)
+                )
+            )
+        return out
+
+    def first(self, conn: Connection | Session, params: dict | None = None) -> Any:
+        got = self.rows(conn, params)
+        return got[0] if got else None
+
+    def scalar(self, conn: Connection | Session, params: dict | None = None) -> Any:
+        got = self.first(conn, params)
+        return got[0] if got is not None else None

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .access import Actor
+from .db import Statement
 from .models import Case, CaseHistory, Deadline, Person, Referral, User
 from .pathways import Workflow, event_routes
 from .people import normalise, phonetic
@@ -402,12 +403,29 @@ def _scale_batch(s, rng, size, now, workflows, routes, referrer, runtime) -> Non
             deadlines.append({"case_id": cid, "name": "synthetic", "label": "Synthetic deadline",
                               "due_at": due, "set_at": at, "status": "open",
                               "on_due": "escalate"})  # fmt: skip
-    conn.execute(CaseHistory.__table__.insert(), history)
+    _bulk_insert(conn, CaseHistory.__table__, history)
     if deadlines:
-        conn.execute(Deadline.__table__.insert(), deadlines)
+        _bulk_insert(conn, Deadline.__table__, deadlines)
+
+
+def _bulk_insert(conn, table, rows: list[dict]) -> None:
+    """Insert many rows of the same columns in one driver call."""
+    Statement(table.insert().values({c: sa.bindparam(c) for c in rows[0]})).run_many(conn, rows)
 
 
 def _insert_ids(conn, table, rows: list[dict]) -> list[int]:
-    """Insert many rows and return their ids, in order."""
-    result = conn.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), rows)
-    return [r[0] for r in result]
+    """Insert many rows and return their ids, in order.
+
+    On SQLite the batch holds the only write lock, so it takes the next ids itself: with
+    RETURNING in parameter order SQLAlchemy sends one INSERT a row there, which made a
+    million-case load take hours.
+    """
+    if conn.dialect.name != "sqlite":
+        result = conn.execute(
+            table.insert().returning(table.c.id, sort_by_parameter_order=True), rows
+        )
+        return [r[0] for r in result]
+    start = (conn.execute(sa.select(sa.func.max(table.c.id))).scalar() or 0) + 1
+    ids = list(range(start, start + len(rows)))
+    _bulk_insert(conn, table, [{**row, "id": i} for row, i in zip(rows, ids, strict=True)])
+    return ids

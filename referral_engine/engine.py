@@ -23,7 +23,7 @@ from . import intake
 from .access import SYSTEM, Access, Actor
 from .audit import AuditLog
 from .clock import LONDON, Clock
-from .db import Database
+from .db import Database, Statement
 from .effects import (
     Anonymise,
     AppendAttribute,
@@ -77,6 +77,47 @@ _meeting_case = MeetingCase.__table__
 
 OPEN_DEADLINE = ("open", "breached")
 LIVE_DEADLINE = (*OPEN_DEADLINE, "paused")
+
+# The statements every fire runs, compiled once (see `Statement`): the case with its
+# referral in one read, its live deadlines, the guarded case update, the history row.
+_REFERRAL_COLUMNS = ("received_at", "subject", "is_child", "referrer_id", "details", "agency_kind")
+_READ_CASE = Statement(
+    sa.select(_case, *(_referral.c[n].label(f"ref_{n}") for n in _REFERRAL_COLUMNS))
+    .select_from(_case.outerjoin(_referral, _referral.c.id == _case.c.referral_id))
+    .where(_case.c.id == sa.bindparam("case_id"))
+)
+_READ_DEADLINES = Statement(
+    sa.select(_deadline).where(
+        _deadline.c.case_id == sa.bindparam("case_id"),
+        sa.or_(*(_deadline.c.status == s for s in LIVE_DEADLINE)),
+    )
+)
+# Indexed columns are set only when their value changes: SQLite rewrites an index entry
+# (and so writes its page to the WAL) for every indexed column named in SET, changed or not.
+_INDEXED = ("priority", "due_at", "assigned_to_id", "allocated_to_id", "closed", "closed_at")
+_UPDATE_CASE: dict[tuple[str, ...], Statement] = {}
+
+
+def _update_case(indexed: tuple[str, ...]) -> Statement:
+    stmt = _UPDATE_CASE.get(indexed)
+    if stmt is None:
+        columns = ("state", "version", "updated_at", "attributes", "rag", *indexed)
+        stmt = _UPDATE_CASE[indexed] = Statement(
+            _case.update()
+            .where(
+                _case.c.id == sa.bindparam("case_id"), _case.c.version == sa.bindparam("expected")
+            )
+            .values({c: sa.bindparam(c) for c in columns})
+        )
+    return stmt
+
+
+_INSERT_HISTORY = Statement(
+    _history.insert().values(
+        {c: sa.bindparam(c) for c in ("case_id", "version", "event", "from_state", "to_state",
+                                      "actor_id", "actor_name", "at", "data")}
+    )
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -190,7 +231,8 @@ class Engine:
         expected_version: int,
     ) -> Fired:
         now = self.clock.now()
-        row = s.connection().execute(sa.select(_case).where(_case.c.id == case_id)).first()
+        conn = s.connection()
+        row = _READ_CASE.first(conn, {"case_id": case_id})
         self.access.require_visible(actor, row, case_id)
         wf = self.workflow_for(s, row.workflow_version)
         if event not in wf.definition.events:
@@ -210,15 +252,16 @@ class Engine:
         clean = wf.schemas[event].validate(data)
         users = self._resolve_users(s, wf, event, clean)
         meetings = self._resolve_meetings(s, wf, event, clean, now)
-        snap = self._snapshot(s, row)
+        snap = self._snapshot(s, row, history=wf.needs_history(event))
         ctx = Context(
             snap, event, clean, actor, now, self.policy, self.workflows.pathways, users, meetings
         )
         to_state = wf.next_state(ctx)
         ops = plan_effects(ctx, wf.effects[event])
-        opened = self._apply(s, wf, snap, to_state, ops, actor, now)
-        s.connection().execute(
-            _history.insert(),
+        stored = {c: getattr(row, c) for c in _INDEXED}
+        opened = self._apply(s, wf, snap, to_state, ops, actor, now, stored)
+        _INSERT_HISTORY.run(
+            conn,
             {
                 "case_id": case_id,
                 "version": snap.version + 1,
@@ -234,7 +277,7 @@ class Engine:
         # An anonymised record is no longer linked to a person, not even in its audit row.
         anonymous = any(isinstance(op, Anonymise) for op in ops)
         self.audit.record(
-            s, actor, f"{actor.source}:case:{event}", target=f"case:{case_id}",
+            conn, actor, f"{actor.source}:case:{event}", target=f"case:{case_id}",
             case_id=case_id, person_id=None if anonymous else snap.person_id, at=now,
             summary={"pathway": wf.pathway, "event": event, "from": snap.state,
                      "to": to_state, "version": snap.version + 1,
@@ -390,23 +433,13 @@ class Engine:
             if not still_used:
                 conn.execute(sa.delete(Person).where(Person.id == snap.person_id))
 
-    def _snapshot(self, s: Session, row: Any) -> Snapshot:
-        conn = s.connection()
-        ref = None
-        if row.referral_id is not None:
-            ref = conn.execute(
-                sa.select(
-                    _referral.c.received_at, _referral.c.subject, _referral.c.is_child,
-                    _referral.c.referrer_id, _referral.c.details, _referral.c.agency_kind,
-                ).where(_referral.c.id == row.referral_id)
-            ).first()  # fmt: skip
+    def _snapshot(self, s: Session, row: Any, *, history: bool) -> Snapshot:
+        """The case as `_READ_CASE` read it (with its referral's columns), its live
+        deadlines and, only for events whose effects look at it, the person's history."""
+        ref = row.referral_id is not None
         deadlines = {
             d.name: DeadlineView(d.name, d.label, d.due_at, d.status, d.on_due, d.paused_at)
-            for d in conn.execute(
-                sa.select(_deadline).where(
-                    _deadline.c.case_id == row.id, _deadline.c.status.in_(LIVE_DEADLINE)
-                )
-            )
+            for d in _READ_DEADLINES.rows(s.connection(), {"case_id": row.id})
         }
         return Snapshot(
             case_id=row.id,
@@ -417,19 +450,19 @@ class Engine:
             attributes=dict(row.attributes or {}),
             rag=row.rag,
             opened_at=row.opened_at,
-            received_at=ref.received_at if ref else None,
-            subject=dict(ref.subject or {}) if ref else {},
-            is_child=bool(ref.is_child) if ref else False,
+            received_at=row.ref_received_at if ref else None,
+            subject=dict(row.ref_subject or {}) if ref else {},
+            is_child=bool(row.ref_is_child) if ref else False,
             person_id=row.person_id,
             referral_id=row.referral_id,
-            referrer_id=ref.referrer_id if ref else None,
+            referrer_id=row.ref_referrer_id if ref else None,
             agency_id=row.agency_id,
             allocated_to_id=row.allocated_to_id,
             assigned_to_id=row.assigned_to_id,
             deadlines=deadlines,
-            details=dict(ref.details or {}) if ref else {},
-            agency_kind=ref.agency_kind if ref else None,
-            last_opened=self._last_opened(s, row.person_id, row.id),
+            details=dict(row.ref_details or {}) if ref else {},
+            agency_kind=row.ref_agency_kind if ref else None,
+            last_opened=self._last_opened(s, row.person_id, row.id) if history else {},
         )
 
     @staticmethod
@@ -453,25 +486,23 @@ class Engine:
         ops: list[Op],
         actor: Actor,
         now: datetime,
+        stored: dict[str, Any],
     ) -> list[int]:
-        """Write the planned change. The case row first: it is the concurrency check."""
+        """Write the planned change. The case row first: it is the concurrency check.
+        `stored` holds the case row's indexed columns as read."""
         closing = wf.is_terminal(to_state) and not wf.is_terminal(snap.state)
         after = _fold(snap, ops, now, closing=closing)
-        changed = (
-            s.connection()
-            .execute(
-                _case.update()
-                .where(_case.c.id == snap.case_id, _case.c.version == snap.version)
-                .values(
-                    state=to_state,
-                    version=snap.version + 1,
-                    updated_at=now,
-                    **_row_values(after),
-                    **({"closed": True, "closed_at": now} if closing else {}),
-                )
-            )
-            .rowcount
-        )
+        values = {
+            "case_id": snap.case_id,
+            "expected": snap.version,
+            "state": to_state,
+            "version": snap.version + 1,
+            "updated_at": now,
+            **_row_values(after),
+            **({"closed": True, "closed_at": now} if closing else {}),
+        }
+        indexed = tuple(c for c in _INDEXED if c in values and values[c] != stored[c])
+        changed = _update_case(indexed).run(s, values).rowcount
         if changed != 1:
             raise StaleVersion("someone else changed the case first; reload and try again")
         opened: list[int] = []

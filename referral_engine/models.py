@@ -99,12 +99,15 @@ class WorkflowVersion(SQLModel, table=True):
 
 class Person(SQLModel, table=True):
     __tablename__ = "person"
-    __table_args__ = (sa.Index("ix_person_match", "date_of_birth", "family_phonetic"),)
+    __table_args__ = (
+        sa.Index("ix_person_match", "date_of_birth", "family_phonetic"),
+        sa.Index("ix_person_name", "family_key", "given_key"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     given_name: str | None = Field(default=None, max_length=200)
     family_name: str | None = Field(default=None, max_length=200)
     given_key: str | None = Field(default=None, max_length=200)
-    family_key: str | None = Field(default=None, max_length=200, index=True)
+    family_key: str | None = Field(default=None, max_length=200)
     family_phonetic: str | None = Field(default=None, max_length=60)
     date_of_birth: date | None = None
     estimated_age: int | None = None
@@ -182,12 +185,19 @@ class Referral(SQLModel, table=True):
     feedback_to_referrer: str | None = Field(default=None, sa_type=sa.Text)
 
 
+_NO_DUE = sa.text("(due_at IS NULL)")
+
+
 class Case(SQLModel, table=True):
     __tablename__ = "cases"
     __table_args__ = (
-        sa.Index("ix_cases_queue", "pathway", "state", "priority", "due_at", "id"),
-        sa.Index("ix_cases_open_queue", "closed", "priority", "due_at", "id"),
-    )
+        # The queue's order (priority, dated before undated, due time, id), so a page is
+        # read in order from an index, never sorted from the whole table (0006).
+        sa.Index("ix_cases_queue", "pathway", "state", "priority", _NO_DUE, "due_at", "id"),
+        sa.Index("ix_cases_open_queue", "closed", "priority", _NO_DUE, "due_at", "id"),
+        sa.Index("ix_cases_pathway_queue", "pathway", "closed", "priority", _NO_DUE, "due_at",
+                 "id"),
+    )  # fmt: skip
     id: int | None = Field(default=None, primary_key=True)
     pathway: str = Field(max_length=60)
     state: str = Field(max_length=60)

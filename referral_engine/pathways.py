@@ -131,6 +131,11 @@ class Workflow:
     def events_from(self, state: str) -> list[str]:
         return [e for e in self.machine.get_triggers(state) if not self.definition.events[e].system]
 
+    def needs_history(self, event: str) -> bool:
+        """Whether the event's effects look at the person's other cases (a DASH
+        assessment counts repeat MARAC referrals); only then does the engine read them."""
+        return any(name == "assess_dash" for name, _ in self.effects[event])
+
     def is_terminal(self, state: str) -> bool:
         return self.definition.states[state].terminal
 

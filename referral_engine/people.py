@@ -101,13 +101,16 @@ def find_or_create(
     sound = phonetic(family_name)
     strong: list[int] = []
     possible: list[int] = []
+    merged: dict[int, int | None] = {}  # candidate -> the record it was merged into
     if date_of_birth is not None:
         rows = session.execute(
-            sa.select(Person.id, Person.given_key, Person.family_key, Person.family_phonetic)
+            sa.select(Person.id, Person.given_key, Person.family_key, Person.family_phonetic,
+                      Person.merged_into_id)
             .where(Person.date_of_birth == date_of_birth)
             .order_by(Person.id)
-        ).all()
-        for pid, p_given, p_family, p_sound in rows:
+        ).all()  # fmt: skip
+        merged = {r[0]: r[4] for r in rows}
+        for pid, p_given, p_family, p_sound, _ in rows:
             if p_family == family and same_given_name(given, p_given or ""):
                 strong.append(pid)
             elif (p_sound and p_sound == sound) or (
@@ -115,17 +118,22 @@ def find_or_create(
             ):
                 possible.append(pid)
     elif given and family:
-        possible = list(
-            session.execute(
-                sa.select(Person.id)
-                .where(Person.family_key == family, Person.given_key == given)
-                .order_by(Person.id)
-                .limit(20)
-            ).scalars()
-        )
+        rows = session.execute(
+            sa.select(Person.id, Person.merged_into_id)
+            .where(Person.family_key == family, Person.given_key == given)
+            .order_by(Person.id)
+            .limit(20)
+        ).all()
+        merged = {r[0]: r[1] for r in rows}
+        possible = list(merged)
+
+    def surviving(pid: int) -> int:
+        # Only a record merged into another needs following (a query a step).
+        return pid if merged.get(pid, pid) is None else _surviving(session, pid)
+
     # A record merged into another stands for the one it was merged into.
-    strong = list(dict.fromkeys(_surviving(session, pid) for pid in strong))
-    possible = [p for p in dict.fromkeys(_surviving(session, pid) for pid in possible)
+    strong = list(dict.fromkeys(surviving(pid) for pid in strong))
+    possible = [p for p in dict.fromkeys(surviving(pid) for pid in possible)
                 if p not in strong]  # fmt: skip
     if len(strong) == 1:
         return Match(strong[0], True, tuple(possible))
