@@ -122,6 +122,19 @@ class Database:
             yield session
 
 
+@contextlib.contextmanager
+def _as_sqlalchemy_errors(conn: Connection, sql: str, params: Any) -> Iterator[None]:
+    """Driver errors raised as SQLAlchemy raises them (DataError, IntegrityError, ...), so
+    callers and the web layer handle a compiled statement's failure like any other."""
+    base = conn.dialect.loaded_dbapi.Error
+    try:
+        yield
+    except base as exc:
+        raise sa.exc.DBAPIError.instance(
+            sql, params, exc, base, hide_parameters=True, dialect=conn.dialect
+        ) from exc
+
+
 class Statement:
     """A hot-path statement, compiled once per dialect and run on the driver's cursor.
 
@@ -174,7 +187,8 @@ class Statement:
             values[name] = proc(value) if proc is not None else value
         driver = conn.connection.driver_connection
         cur = driver.cursor()
-        cur.execute(sql, [values[n] for n in order] if order is not None else values)
+        with _as_sqlalchemy_errors(conn, sql, values):
+            cur.execute(sql, [values[n] for n in order] if order is not None else values)
         return cur, results, row
 
     def run_many(self, conn: Connection | Session, rows: list[dict]) -> None:
@@ -189,7 +203,8 @@ class Statement:
                 value = params.get(name, default)
                 values[name] = proc(value) if proc is not None else value
             batch.append([values[n] for n in order] if order is not None else values)
-        conn.connection.driver_connection.cursor().executemany(sql, batch)
+        with _as_sqlalchemy_errors(conn, sql, batch):
+            conn.connection.driver_connection.cursor().executemany(sql, batch)
 
     def rows(self, conn: Connection | Session, params: dict | None = None) -> list:
         cur, results, row = self._execute(conn, params)
