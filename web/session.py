@@ -14,10 +14,11 @@ import hmac
 import secrets
 
 from fastapi import Request, Response
+from starlette.datastructures import FormData
 
 from referral_engine import tokens
 from referral_engine.access import Actor
-from referral_engine.errors import Unauthorised
+from referral_engine.errors import Forbidden, Unauthorised
 
 COOKIE = "re_session"
 LOGIN_CSRF_COOKIE = "re_login_csrf"
@@ -60,6 +61,15 @@ def csrf_for(request: Request) -> str:
 def csrf_ok(request: Request, submitted: str | None) -> bool:
     expected = csrf_for(request)
     return bool(expected) and bool(submitted) and hmac.compare_digest(expected, submitted or "")
+
+
+async def checked_form(request: Request) -> FormData:
+    """A posted form, refused before anything reads it unless it carries this session's
+    CSRF token (so no page handler can forget the check)."""
+    form = await request.form()
+    if not csrf_ok(request, str(form.get("csrf") or "")):
+        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    return form
 
 
 def secure(request: Request) -> bool:

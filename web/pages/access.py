@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from referral_engine.errors import FieldError, Forbidden, InvalidData
+from referral_engine.errors import FieldError, InvalidData
 from web import session
 from web.pages.base import redirect, render, signed_in
 
@@ -30,9 +30,7 @@ def reason_form(
 @router.post("/cases/{case_id}/access", response_class=HTMLResponse)
 async def open_with_reason(request: Request, case_id: int) -> Response:
     actor = signed_in(request)
-    form = await request.form()
-    if not session.csrf_ok(request, str(form.get("csrf") or "")):
-        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    form = await session.checked_form(request)
     reason = str(form.get("reason") or "")
     try:
         session.runtime(request).break_glass.open(actor.via("web"), case_id, reason)
@@ -67,9 +65,7 @@ def review_queue(request: Request, reviewed: bool = False, done: int = 0) -> HTM
 @router.post("/review/access/{grant_id}", response_class=HTMLResponse)
 async def review(request: Request, grant_id: int) -> Response:
     actor = signed_in(request)
-    form = await request.form()
-    if not session.csrf_ok(request, str(form.get("csrf") or "")):
-        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    form = await session.checked_form(request)
     note = str(form.get("note") or "")
     try:
         session.runtime(request).break_glass.review(actor.via("web"), grant_id, note)

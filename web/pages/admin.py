@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from referral_engine.access import Actor
-from referral_engine.errors import Forbidden, InvalidData
+from referral_engine.errors import InvalidData
 from web import session
 from web.pages.base import redirect, render, signed_in
 
@@ -37,9 +37,7 @@ def _actor(request: Request) -> Actor:
 
 
 async def _form(request: Request):
-    form = await request.form()
-    if not session.csrf_ok(request, str(form.get("csrf") or "")):
-        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    form = await session.checked_form(request)
     return form
 
 

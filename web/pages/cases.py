@@ -122,9 +122,7 @@ def event_address(request: Request, case_id: int, event: str) -> Response:
 @router.post("/cases/{case_id}/events/{event}", response_class=HTMLResponse)
 async def fire(request: Request, case_id: int, event: str) -> Response:
     actor = signed_in(request)
-    form = await request.form()
-    if not session.csrf_ok(request, str(form.get("csrf") or "")):
-        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    form = await session.checked_form(request)
     rt = session.runtime(request)
     values = forms.values_of(form)
     case = rt.cases.view(actor.via("web"), case_id)

@@ -98,9 +98,7 @@ def meetings(request: Request, created: int = 0) -> HTMLResponse:
 @router.post("/meetings", response_class=HTMLResponse)
 async def create_meeting(request: Request) -> Response:
     actor = signed_in(request)
-    form = await request.form()
-    if not session.csrf_ok(request, str(form.get("csrf") or "")):
-        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    form = await session.checked_form(request)
     rt = session.runtime(request)
     values = forms.values_of(form)
     values.pop("csrf", None)

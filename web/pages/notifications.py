@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from referral_engine.errors import FieldError, Forbidden, InvalidData
+from referral_engine.errors import FieldError, InvalidData
 from web import session
 from web.api.exports import download
 from web.pages.base import redirect, render, signed_in
@@ -33,9 +33,7 @@ def notifications_page(request: Request) -> HTMLResponse:
 @router.post("/notifications/read")
 async def notifications_read(request: Request):
     actor = signed_in(request).via("web")
-    form = await request.form()
-    if not session.csrf_ok(request, str(form.get("csrf") or "")):
-        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    form = await session.checked_form(request)
     rt = session.runtime(request)
     raw = form.getlist("id")
     try:

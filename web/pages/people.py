@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from referral_engine.errors import Conflict, FieldError, Forbidden, InvalidData, NotFound
+from referral_engine.errors import Conflict, FieldError, InvalidData, NotFound
 from web import forms, session
 from web.pages.base import redirect, render, signed_in
 
@@ -69,9 +69,7 @@ def person_page(
 @router.post("/people/{person_id}/merge", response_class=HTMLResponse)
 async def merge(request: Request, person_id: int) -> Response:
     actor = signed_in(request)
-    form = await request.form()
-    if not session.csrf_ok(request, str(form.get("csrf") or "")):
-        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    form = await session.checked_form(request)
     rt = session.runtime(request)
     values = forms.values_of(form)
     values.pop("csrf", None)
@@ -105,8 +103,6 @@ async def merge(request: Request, person_id: int) -> Response:
 @router.post("/people/merges/{merge_id}/undo", response_class=HTMLResponse)
 async def undo(request: Request, merge_id: int) -> Response:
     actor = signed_in(request)
-    form = await request.form()
-    if not session.csrf_ok(request, str(form.get("csrf") or "")):
-        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    await session.checked_form(request)
     done = session.runtime(request).merges.undo(actor.via("web"), merge_id)
     return redirect(f"/people/{done['from_person_id']}?undone={merge_id}")

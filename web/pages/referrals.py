@@ -350,9 +350,7 @@ def new_referral(request: Request) -> HTMLResponse:
 @router.post("/referrals/new", response_class=HTMLResponse)
 async def send_referral(request: Request) -> Response:
     actor = signed_in(request)
-    form = await request.form()
-    if not session.csrf_ok(request, str(form.get("csrf") or "")):
-        raise Forbidden("the form's security token is missing or wrong; reload the page")
+    form = await session.checked_form(request)
     return await run_in_threadpool(_send, request, actor, form)
 
 
