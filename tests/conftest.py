@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from starlette.testclient import TestClient
 
 from referral_engine.access import Actor
@@ -37,6 +38,15 @@ AUDIT_KEY = "test-audit-key-0123456789abcdef0123456789abcdef"
 PASSWORD = "correct horse battery staple"
 # A Wednesday in term time, 10:00 UK time (GMT in November).
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+# CI replays a fixed set of generated examples, so a landing never depends on the dice;
+# a developer's run explores new ones each time (and keeps any failure it finds in
+# .hypothesis/ to replay). Set HYPOTHESIS_PROFILE=explore in CI to search there too.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore")
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if REQUIRE_PG else "explore")
+)
 
 
 def pytest_configure(config):

@@ -394,7 +394,13 @@ class MashMachine(RuleBasedStateMachine):
         now = self.clock.now()
         before = self._world()
         due = [d for d in before["deadline"] if d["status"] == "open" and d["due_at"] < now]
+        # Escalating deadlines coming due soon are warned of, each once, in the same run.
+        soon = now + timedelta(hours=self.rt.policy.rules.due_soon_hours)
+        near = [d["id"] for d in before["deadline"]
+                if d["status"] == "open" and d["on_due"] == "escalate"
+                and d["warned_at"] is None and now <= d["due_at"] <= soon]  # fmt: skip
         result = self.rt.scheduler.tick()
+        assert sorted(result.warned) == sorted(near)
         after = self._world()
         assert after["cases"] == before["cases"]
         assert after["case_history"] == before["case_history"]
@@ -406,7 +412,7 @@ class MashMachine(RuleBasedStateMachine):
             assert by_id[d["id"]]["status"] == want
         assigned = {c["id"]: c["assigned_to_id"] for c in after["cases"]}
         notices = after["outbox"][len(before["outbox"]) :]
-        assert len(self._new_audit()) == len(due)
+        assert len(self._new_audit()) == len(due) + len(near)
         for d in due:
             kind = "deadline_breached" if d["on_due"] == "escalate" else "deadline_reminder"
             told = {n["recipient_user_id"] for n in notices
@@ -415,7 +421,7 @@ class MashMachine(RuleBasedStateMachine):
             assert told == self.managers | ({assigned[d["case_id"]]} - {None})
         # A second run finds nothing to do and tells nobody again.
         again = self.rt.scheduler.tick()
-        assert (again.breached, again.reminded, again.fired) == ([], [], [])
+        assert (again.breached, again.reminded, again.fired, again.warned) == ([], [], [], [])
         assert self._world() == after
         assert self._new_audit() == []
 
