@@ -8,13 +8,14 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from . import passwords, tokens
 from .access import Access, Actor
 from .audit import AuditLog
 from .clock import Clock
-from .db import Database
+from .db import Database, Statement
 from .errors import DomainError, FieldError, Forbidden, InvalidData, Locked, NotFound, Unauthorised
 from .models import AccessGrant, Agency, LoginFailure, RevokedToken, User, UserRole
 from .policies import Policy
@@ -25,6 +26,26 @@ MANAGE = "admin:user:manage"
 MAX_PAGE = 200
 
 T = TypeVar("T")
+
+# What every authenticated request reads (see `actor_from_token`), compiled once.
+_REVOKED = Statement(sa.select(RevokedToken.jti).where(RevokedToken.jti == sa.bindparam("jti")))
+_USER_WITH_AGENCY = Statement(
+    sa.select(User.id, User.username, User.display_name, User.agency_id, User.disabled,
+              User.session_generation, Agency.name.label("agency_name"),
+              Agency.kind.label("agency_kind"))
+    .select_from(sa.outerjoin(User, Agency, Agency.id == User.agency_id))
+    .where(User.id == sa.bindparam("user_id"))
+)  # fmt: skip
+_ROLES_OF = Statement(
+    sa.select(UserRole.role)
+    .where(UserRole.user_id == sa.bindparam("user_id"))
+    .order_by(UserRole.role)
+)
+_GLASS_OF = Statement(
+    sa.select(AccessGrant.case_id).where(
+        AccessGrant.user_id == sa.bindparam("user_id"), AccessGrant.expires_at > sa.bindparam("now")
+    )
+)
 
 ANONYMOUS_SOURCE = "anonymous"
 
@@ -111,27 +132,19 @@ class Accounts:
         s.flush()
         return row.id  # type: ignore[return-value]
 
-    def actor_for_user(self, s: Session, user_id: int, *, source: str, request_id: str | None):
-        row = s.execute(
-            sa.select(User, Agency)
-            .outerjoin(Agency, Agency.id == User.agency_id)
-            .where(User.id == user_id)
-        ).first()
-        if row is None or row[0].disabled:
+    def actor_for_user(
+        self, s: Session | Connection, user_id: int, *, source: str, request_id: str | None
+    ) -> Actor | None:
+        """The actor a user is now (roles, agency, open break-glass grants); None if the
+        user does not exist or is disabled. Runs on every authenticated request, so its
+        three reads are compiled once (see `Statement`)."""
+        user = _USER_WITH_AGENCY.first(s, {"user_id": user_id})
+        if user is None or user.disabled:
             return None
-        user, agency = row
-        roles = list(
-            s.execute(
-                sa.select(UserRole.role).where(UserRole.user_id == user_id).order_by(UserRole.role)
-            ).scalars()
-        )
+        roles = [r.role for r in _ROLES_OF.rows(s, {"user_id": user_id})]
         # Cases this user opened with a reason, while the grant lasts.
         glass = frozenset(
-            s.execute(
-                sa.select(AccessGrant.case_id).where(
-                    AccessGrant.user_id == user_id, AccessGrant.expires_at > self.clock.now()
-                )
-            ).scalars()
+            r.case_id for r in _GLASS_OF.rows(s, {"user_id": user_id, "now": self.clock.now()})
         )
         return self.access.actor(
             user_id=user.id,
@@ -139,8 +152,8 @@ class Accounts:
             display_name=user.display_name,
             roles=roles,
             agency_id=user.agency_id,
-            agency_name=agency.name if agency else None,
-            agency_kind=agency.kind if agency else None,
+            agency_name=user.agency_name,
+            agency_kind=user.agency_kind,
             source=source,
             request_id=request_id,
             glass=glass,
@@ -529,15 +542,13 @@ class Accounts:
     def actor_from_token(self, token: str, *, source: str, request_id: str | None) -> Actor:
         now = self.clock.now()
         claims = tokens.read(token, self.secret, now)
-        with self.db.reading() as s:
-            if s.get(RevokedToken, claims.jti) is not None:
+        with self.db.read_connection() as conn:
+            if _REVOKED.first(conn, {"jti": claims.jti}) is not None:
                 raise Unauthorised("the token has been revoked (signed out)")
-            generation = s.execute(
-                sa.select(User.session_generation).where(User.id == claims.user_id)
-            ).scalar()
-            if generation is not None and generation != claims.generation:
+            user = _USER_WITH_AGENCY.first(conn, {"user_id": claims.user_id})
+            if user is not None and user.session_generation != claims.generation:
                 raise Unauthorised("the session has ended (password reset or account disabled)")
-            actor = self.actor_for_user(s, claims.user_id, source=source, request_id=request_id)
+            actor = self.actor_for_user(conn, claims.user_id, source=source, request_id=request_id)
         if actor is None:
             raise Unauthorised("the account no longer exists or is disabled")
         return actor

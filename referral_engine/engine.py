@@ -120,6 +120,41 @@ _INSERT_HISTORY = Statement(
 )  # fmt: skip
 
 
+# What effects write, compiled once too. An open deadline is `open` or `breached`.
+_is_open = sa.or_(*(_deadline.c.status == s for s in OPEN_DEADLINE))
+_RESET_DEADLINE = Statement(
+    _deadline.update()
+    .where(_deadline.c.case_id == sa.bindparam("case_id"),
+           _deadline.c.name == sa.bindparam("dname"), _is_open)
+    .values(due_at=sa.bindparam("due_at"), label=sa.bindparam("label"),
+            on_due=sa.bindparam("on_due"), warned_at=None)
+)  # fmt: skip
+_INSERT_DEADLINE = Statement(
+    _deadline.insert().values(
+        {c: sa.bindparam(c) for c in ("case_id", "name", "label", "due_at", "set_at", "status",
+                                      "on_due")}
+    )
+)  # fmt: skip
+_MEET_DEADLINE = Statement(
+    _deadline.update()
+    .where(_deadline.c.case_id == sa.bindparam("case_id"),
+           _deadline.c.name == sa.bindparam("dname"), _is_open)
+    .values(status="met", met_at=sa.bindparam("met_at"), late_reason=sa.bindparam("late_reason"))
+)  # fmt: skip
+_TELL_REFERRER = Statement(
+    _referral.update()
+    .where(_referral.c.id == sa.bindparam("referral_id"),
+           _referral.c.case_id == sa.bindparam("case_id"))
+    .values(outcome=sa.bindparam("outcome"), outcome_at=sa.bindparam("outcome_at"),
+            feedback_to_referrer=sa.bindparam("feedback"))
+)  # fmt: skip
+_LIST_AT_MEETING = Statement(
+    _meeting_case.insert().values(
+        {c: sa.bindparam(c) for c in ("meeting_id", "case_id", "listed_at")}
+    )
+)
+
+
 @dataclass(frozen=True)
 class Fired:
     case_id: int
@@ -528,35 +563,18 @@ class Engine:
     def _apply_op(self, s: Session, snap: Snapshot, op: Op, actor: Actor, now: datetime):
         match op:
             case SetDeadline(name, label, due, on_due):
-                updated = (
-                    s.connection()
-                    .execute(
-                        _deadline.update()
-                        .where(
-                            _deadline.c.case_id == snap.case_id,
-                            _deadline.c.name == name,
-                            _deadline.c.status.in_(OPEN_DEADLINE),
-                        )
-                        .values(due_at=due, label=label, on_due=on_due, warned_at=None)
+                values = {"case_id": snap.case_id, "dname": name, "label": label, "due_at": due,
+                          "on_due": on_due}  # fmt: skip
+                if not _RESET_DEADLINE.run(s, values).rowcount:
+                    _INSERT_DEADLINE.run(
+                        s, {**values, "name": name, "set_at": now, "status": "open"}
                     )
-                    .rowcount
-                )
-                if not updated:
-                    s.connection().execute(
-                        _deadline.insert(),
-                        {"case_id": snap.case_id, "name": name, "label": label, "due_at": due,
-                         "set_at": now, "status": "open", "on_due": on_due},
-                    )  # fmt: skip
             case MeetDeadline(name, late_reason):
-                s.connection().execute(
-                    _deadline.update()
-                    .where(
-                        _deadline.c.case_id == snap.case_id,
-                        _deadline.c.name == name,
-                        _deadline.c.status.in_(OPEN_DEADLINE),
-                    )
-                    .values(status="met", met_at=now, late_reason=late_reason)
-                )
+                _MEET_DEADLINE.run(
+                    s,
+                    {"case_id": snap.case_id, "dname": name, "met_at": now,
+                     "late_reason": late_reason},
+                )  # fmt: skip
             case OpenCase(pathway, reason):
                 return [
                     self.open_case(
@@ -581,18 +599,11 @@ class Engine:
             case TellReferrer(outcome, feedback):
                 # Only the case a referral opened answers it: an onward case (MARAC after
                 # a MASH decision) must not overwrite the MASH outcome the referrer was told.
-                told = (
-                    s.connection()
-                    .execute(
-                        _referral.update()
-                        .where(
-                            _referral.c.id == snap.referral_id,
-                            _referral.c.case_id == snap.case_id,
-                        )
-                        .values(outcome=outcome, outcome_at=now, feedback_to_referrer=feedback)
-                    )
-                    .rowcount
-                )
+                told = _TELL_REFERRER.run(
+                    s,
+                    {"referral_id": snap.referral_id, "case_id": snap.case_id,
+                     "outcome": outcome, "outcome_at": now, "feedback": feedback},
+                ).rowcount  # fmt: skip
                 if told and snap.referrer_id is not None:
                     self.outbox.enqueue(
                         s, kind="referral_outcome", user_ids=[snap.referrer_id],
@@ -603,9 +614,8 @@ class Engine:
             case ReferChildren(pathway, reason):
                 return self._refer_children(s, snap, pathway, reason, actor)
             case ListAtMeeting(meeting_id):
-                s.connection().execute(
-                    _meeting_case.insert(),
-                    {"meeting_id": meeting_id, "case_id": snap.case_id, "listed_at": now},
+                _LIST_AT_MEETING.run(
+                    s, {"meeting_id": meeting_id, "case_id": snap.case_id, "listed_at": now}
                 )
             case PauseClock():
                 s.connection().execute(

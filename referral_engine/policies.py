@@ -6,6 +6,7 @@ field, because a silently ignored access rule is worse than a server that will n
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -27,6 +28,15 @@ def _check_permission(value: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=8192)
+def _covers(pattern: str, permission: str) -> bool:
+    """Cached: every permission check asks it for each of the actor's grants, and the
+    answer depends only on the two strings (roles.yaml is fixed for a process's life)."""
+    want = permission.split(":")
+    have = pattern.split(":")
+    return len(want) == 3 and all(fnmatchcase(w, h) for w, h in zip(want, have, strict=True))
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -40,9 +50,7 @@ class Grant(Strict):
 
     def matches(self, permission: str) -> bool:
         """Whether this grant (which may hold "*") covers the concrete `permission`."""
-        want = permission.split(":")
-        have = self.permission.split(":")
-        return len(want) == 3 and all(fnmatchcase(w, h) for w, h in zip(want, have, strict=True))
+        return _covers(self.permission, permission)
 
 
 class Role(Strict):

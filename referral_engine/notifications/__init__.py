@@ -16,12 +16,24 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
+from ..db import Statement
 from ..models import Agency, User, UserRole
 from ..models import Outbox as OutboxRow
 from ..policies import Policy
 from ..types import utcnow
 
 _outbox = OutboxRow.__table__
+_COLUMNS = ("created_at", "kind", "recipient_user_id", "case_id", "referral_id", "payload",
+            "dedupe_key", "status", "attempts", "next_attempt_at")  # fmt: skip
+# Written on the hot path of many events, so compiled once per dialect (see `Statement`).
+_INSERT = {
+    name: Statement(
+        dialect.insert(_outbox)
+        .values({c: sa.bindparam(c) for c in _COLUMNS})
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+    )
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
 
 
 class Outbox:
@@ -57,10 +69,9 @@ class Outbox:
             }
             for uid in dict.fromkeys(user_ids)
         ]
-        dialect = s.get_bind().dialect.name
-        insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_outbox)
-        result = s.execute(insert.on_conflict_do_nothing(index_elements=["dedupe_key"]), rows)
-        return max(result.rowcount, 0)
+        conn = s.connection()
+        insert = _INSERT[conn.dialect.name]
+        return sum(max(insert.run(conn, row).rowcount, 0) for row in rows)
 
     def holders(self, s: Session, policy: Policy, permission: str) -> list[int]:
         """Active users whose roles grant `permission` (e.g. who hears of a breach)."""
