@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from . import intake
@@ -198,7 +199,7 @@ class Engine:
                 rows,
             )
 
-    def workflow_for(self, session: Session, version: str) -> Workflow:
+    def workflow_for(self, session: Session | Connection, version: str) -> Workflow:
         def load(v: str) -> str | None:
             return session.execute(
                 sa.select(WorkflowVersion.source).where(WorkflowVersion.version == v)
@@ -736,7 +737,7 @@ class Engine:
 
     # --- what a caller may do now --------------------------------------------------------
 
-    def available_events(self, s: Session, actor: Actor, row: Any) -> list[str]:
+    def available_events(self, s: Session | Connection, actor: Actor, row: Any) -> list[str]:
         wf = self.workflow_for(s, row.workflow_version)
         return [
             e for e in wf.events_from(row.state) if self.access.can(actor, wf.permission(e), row)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from referral_engine.access import Actor
-from referral_engine.models import Case
+from referral_engine.cases import read_case
 from referral_engine.runtime import Runtime
 from web.deps import actor, runtime
 from web.problems import RESPONSES
@@ -57,12 +57,14 @@ def fire_event(
 ) -> dict[str, Any]:
     """Fire an event: 200 with the case as it now is; nothing changes on any error."""
     fired = rt.engine.fire(case_id, body.event, who, body.data, body.expected_version)
-    with rt.db.reading() as s:
-        case = s.get(Case, case_id)
-        view = rt.cases.describe(s, who, case) if case and rt.access.can_see(who, case) else None
+    with rt.db.read_connection() as conn:
+        case = read_case(conn, case_id)
+        view = rt.cases.describe(conn, who, case) if case and rt.access.can_see(who, case) else None
         # Onward cases the caller may not see (Channel, for a MASH manager) stay unnamed.
         opened = [
-            c.id for c in (s.get(Case, i) for i in fired.opened) if c and rt.access.can_see(who, c)
+            c.id
+            for c in (read_case(conn, i) for i in fired.opened)
+            if c and rt.access.can_see(who, c)
         ]
     return {
         "case_id": fired.case_id,
