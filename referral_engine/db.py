@@ -117,6 +117,14 @@ class Database:
             yield session
 
     @contextlib.contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """`transaction` without an ORM session, for the hot path (`Engine.fire`): the
+        session's bookkeeping cost more than the statements a fire runs. Code inside that
+        needs the ORM (adding a row through a model) opens `orm_session` on it."""
+        with self._writer, self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
     def read_connection(self) -> Iterator[Connection]:
         """`reading` without an ORM session, for hot paths that run compiled statements
         (the actor behind every request): the session's bookkeeping cost more than them."""
@@ -128,6 +136,20 @@ class Database:
         """A transaction that only reads: on SQLite it blocks no writer."""
         with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
             yield session
+
+
+def as_connection(s: Session | Connection) -> Connection:
+    """The connection under a session (its transaction's), or the connection itself."""
+    return s.connection() if isinstance(s, Session) else s
+
+
+@contextlib.contextmanager
+def orm_session(conn: Connection) -> Iterator[Session]:
+    """An ORM session inside the caller's transaction on `conn`: it joins that
+    transaction, flushes what was added on the way out, and never commits or ends it."""
+    with Session(bind=conn, expire_on_commit=False) as session:
+        yield session
+        session.flush()
 
 
 def _as_sqlalchemy_error(conn: Connection, sql: str, params: Any, exc: Exception) -> Exception:
@@ -160,18 +182,14 @@ class Statement:
             got = self._by_dialect[dialect.name] = _Compiled(self.stmt, dialect)
         return got
 
-    @staticmethod
-    def _connection(conn: Connection | Session) -> Connection:
-        return conn.connection() if isinstance(conn, Session) else conn
-
     def run(self, conn: Connection | Session, params: dict | None = None) -> Any:
         """Execute; returns the driver cursor (for `rowcount`)."""
-        conn = self._connection(conn)
+        conn = as_connection(conn)
         return self._compiled(conn.dialect).execute(conn, params or {})
 
     def run_many(self, conn: Connection | Session, rows: list[dict]) -> None:
         """Execute once per row in one driver call (bulk loads)."""
-        conn = self._connection(conn)
+        conn = as_connection(conn)
         c = self._compiled(conn.dialect)
         batch = [c.bind(params) for params in rows]
         try:
@@ -180,7 +198,7 @@ class Statement:
             raise _as_sqlalchemy_error(conn, c.sql, batch, exc) from exc
 
     def rows(self, conn: Connection | Session, params: dict | None = None) -> list:
-        conn = self._connection(conn)
+        conn = as_connection(conn)
         c = self._compiled(conn.dialect)
         cur = c.execute(conn, params or {})
         fetched = cur.fetchall()
@@ -188,7 +206,7 @@ class Statement:
         return [c.row(raw) for raw in fetched]
 
     def first(self, conn: Connection | Session, params: dict | None = None) -> Any:
-        conn = self._connection(conn)
+        conn = as_connection(conn)
         c = self._compiled(conn.dialect)
         cur = c.execute(conn, params or {})
         raw = cur.fetchone()

@@ -24,7 +24,7 @@ from . import intake
 from .access import SYSTEM, Access, Actor
 from .audit import AuditLog
 from .clock import LONDON, Clock
-from .db import Database, Statement
+from .db import Database, Statement, as_connection, orm_session
 from .effects import (
     Anonymise,
     AppendAttribute,
@@ -149,6 +149,11 @@ _TELL_REFERRER = Statement(
     .values(outcome=sa.bindparam("outcome"), outcome_at=sa.bindparam("outcome_at"),
             feedback_to_referrer=sa.bindparam("feedback"))
 )  # fmt: skip
+_CANCEL_OPEN = Statement(
+    _deadline.update()
+    .where(_deadline.c.case_id == sa.bindparam("case_id"), _is_open)
+    .values(status="cancelled")
+)
 _LIST_AT_MEETING = Statement(
     _meeting_case.insert().values(
         {c: sa.bindparam(c) for c in ("meeting_id", "case_id", "listed_at")}
@@ -219,15 +224,15 @@ class Engine:
     ) -> Fired:
         action = f"{actor.source}:case:{event}"
         try:
-            with self.db.transaction() as s:
-                return self._fire(s, case_id, event, actor, data or {}, expected_version)
+            with self.db.writing() as conn:
+                return self._fire(conn, case_id, event, actor, data or {}, expected_version)
         except DomainError as exc:
             self.refused(actor, action, exc, case_id=case_id, summary={"event": event})
             raise
 
     def fire_in(
         self,
-        s: Session,
+        s: Session | Connection,
         case_id: int,
         event: str,
         actor: Actor,
@@ -235,7 +240,7 @@ class Engine:
         expected_version: int,
     ) -> Fired:
         """`fire` inside a transaction the caller owns (the scheduler's claim)."""
-        return self._fire(s, case_id, event, actor, data or {}, expected_version)
+        return self._fire(as_connection(s), case_id, event, actor, data or {}, expected_version)
 
     def refused(
         self,
@@ -249,9 +254,9 @@ class Engine:
         summary: dict[str, Any] | None = None,
     ) -> None:
         """Audit a refused attempt, after its own transaction rolled back."""
-        with self.db.transaction() as s:
+        with self.db.writing() as conn:
             self.audit.record(
-                s, actor, action, outcome="refused",
+                conn, actor, action, outcome="refused",
                 target=target or (f"case:{case_id}" if case_id else None),
                 case_id=case_id, person_id=person_id,
                 summary={**(summary or {}), "status": exc.status, "reason": exc.detail},
@@ -259,7 +264,7 @@ class Engine:
 
     def _fire(
         self,
-        s: Session,
+        conn: Connection,
         case_id: int,
         event: str,
         actor: Actor,
@@ -267,10 +272,9 @@ class Engine:
         expected_version: int,
     ) -> Fired:
         now = self.clock.now()
-        conn = s.connection()
         row = _READ_CASE.first(conn, {"case_id": case_id})
         self.access.require_visible(actor, row, case_id)
-        wf = self.workflow_for(s, row.workflow_version)
+        wf = self.workflow_for(conn, row.workflow_version)
         if event not in wf.definition.events:
             raise NotValidNow(f"{event} is not an event of the {wf.pathway} pathway")
         ev = wf.definition.events[event]
@@ -286,16 +290,16 @@ class Engine:
         if event not in wf.machine.get_triggers(row.state):
             raise NotValidNow(f"{event} cannot happen while the case is {row.state}")
         clean = wf.schemas[event].validate(data)
-        users = self._resolve_users(s, wf, event, clean)
-        meetings = self._resolve_meetings(s, wf, event, clean, now)
-        snap = self._snapshot(s, row, history=wf.needs_history(event))
+        users = self._resolve_users(conn, wf, event, clean)
+        meetings = self._resolve_meetings(conn, wf, event, clean, now)
+        snap = self._snapshot(conn, row, history=wf.needs_history(event))
         ctx = Context(
             snap, event, clean, actor, now, self.policy, self.workflows.pathways, users, meetings
         )
         to_state = wf.next_state(ctx)
         ops = plan_effects(ctx, wf.effects[event])
         stored = {c: getattr(row, c) for c in _INDEXED}
-        opened = self._apply(s, wf, snap, to_state, ops, actor, now, stored)
+        opened = self._apply(conn, wf, snap, to_state, ops, actor, now, stored)
         _INSERT_HISTORY.run(
             conn,
             {
@@ -322,7 +326,7 @@ class Engine:
         return Fired(case_id, event, snap.state, to_state, snap.version + 1, tuple(opened))
 
     def _resolve_users(
-        self, s: Session, wf: Workflow, event: str, data: dict[str, Any]
+        self, conn: Connection, wf: Workflow, event: str, data: dict[str, Any]
     ) -> dict[str, int]:
         """`user` fields name a username; it must be an active user holding the
         permission the field asks for (e.g. only an IDVA can be allocated as one)."""
@@ -330,17 +334,13 @@ class Engine:
         for name, spec in wf.schemas[event].users.items():
             if name not in data:
                 continue
-            uid = (
-                s.connection()
-                .execute(
-                    sa.select(User.id).where(User.username == data[name], User.disabled.is_(False))
-                )
-                .scalar_one_or_none()
-            )
+            uid = conn.execute(
+                sa.select(User.id).where(User.username == data[name], User.disabled.is_(False))
+            ).scalar_one_or_none()
             if uid is None:
                 raise InvalidData(FieldError(name, f"no active user {data[name]!r}"))
             if spec.holds_permission and uid not in self.outbox.holders(
-                s, self.policy, spec.holds_permission
+                conn, self.policy, spec.holds_permission
             ):
                 raise InvalidData(
                     FieldError(name, f"{data[name]!r} does not hold {spec.holds_permission}")
@@ -349,7 +349,7 @@ class Engine:
         return out
 
     def _resolve_meetings(
-        self, s: Session, wf: Workflow, event: str, data: dict[str, Any], now: datetime
+        self, conn: Connection, wf: Workflow, event: str, data: dict[str, Any], now: datetime
     ) -> dict[str, tuple[int, Any]]:
         """A `meeting` field names a future meeting of this pathway with room; left out,
         it means the next such meeting."""
@@ -367,7 +367,7 @@ class Engine:
                 .order_by(_meeting.c.date, _meeting.c.id)
             )
             if name in data:
-                row = s.connection().execute(query.where(_meeting.c.id == data[name])).first()
+                row = conn.execute(query.where(_meeting.c.id == data[name])).first()
                 if row is None:
                     raise InvalidData(
                         FieldError(name, f"no {wf.pathway} meeting {data[name]} from today on")
@@ -375,7 +375,7 @@ class Engine:
                 if row[3] >= row.capacity:
                     raise InvalidData(FieldError(name, f"meeting {row.id} is full"))
             else:
-                row = next((r for r in s.connection().execute(query) if r[3] < r.capacity), None)
+                row = next((r for r in conn.execute(query) if r[3] < r.capacity), None)
                 if row is None:
                     raise InvalidData(
                         FieldError(name, f"no {wf.pathway} meeting with room; set one up first")
@@ -384,7 +384,7 @@ class Engine:
         return out
 
     def _refer_children(
-        self, s: Session, snap: Snapshot, pathway: str, reason: str, actor: Actor
+        self, conn: Connection, snap: Snapshot, pathway: str, reason: str, actor: Actor
     ) -> list[int]:
         """Refer each child in the subject's household, as a referral of their own."""
         if snap.referrer_id is None:
@@ -406,24 +406,26 @@ class Engine:
                 "postcode": snap.subject.get("postcode"),
                 "household": [],
             }
-            got = intake.receive(
-                s, self, self.policy, now, actor,
-                referrer_id=snap.referrer_id, agency_id=snap.agency_id,
-                agency_kind=snap.agency_kind, pathway=pathway, subject=subject,
-                concerns=["domestic_abuse"],
-                summary=(f"A child in the household of a {snap.pathway} case, referred "
-                         "automatically for a safeguarding check."),
-                consent="not_sought",
-                consent_reason="Automatic referral: child in a high-risk domestic abuse household",
-                parent_case_id=snap.case_id, reason=reason,
-            )  # fmt: skip
+            with orm_session(conn) as s:
+                got = intake.receive(
+                    s, self, self.policy, now, actor,
+                    referrer_id=snap.referrer_id, agency_id=snap.agency_id,
+                    agency_kind=snap.agency_kind, pathway=pathway, subject=subject,
+                    concerns=["domestic_abuse"],
+                    summary=(f"A child in the household of a {snap.pathway} case, referred "
+                             "automatically for a safeguarding check."),
+                    consent="not_sought",
+                    consent_reason=("Automatic referral: child in a high-risk domestic "
+                                    "abuse household"),
+                    parent_case_id=snap.case_id, reason=reason,
+                )  # fmt: skip
             opened.append(got.case_id)
         return opened
 
-    def _link_person(self, s: Session, snap: Snapshot) -> int | None:
+    def _link_person(self, conn: Connection, snap: Snapshot) -> int | None:
         """Match the subject to a person now, and link the case and its referral."""
-        match = intake.identify(s, snap.subject)
-        conn = s.connection()
+        with orm_session(conn) as s:  # a new person is added through the model
+            match = intake.identify(s, snap.subject)
         conn.execute(
             _case.update().where(_case.c.id == snap.case_id).values(person_id=match.person_id)
         )
@@ -434,13 +436,12 @@ class Engine:
         )
         return match.person_id
 
-    def _anonymise(self, s: Session, snap: Snapshot, keep: tuple[str, ...]) -> None:
+    def _anonymise(self, conn: Connection, snap: Snapshot, keep: tuple[str, ...]) -> None:
         """Remove every identifying detail of the subject, and the link to the person.
 
         Used for a Duty to Notify record: an adult who did not consent is reported
         anonymously, so nothing here may say who they are.
         """
-        conn = s.connection()
         kept = {k: snap.subject.get(k) for k in keep if snap.subject.get(k) is not None}
         kept.update(anonymised=True, age_group="child" if snap.is_child else "adult")
         if snap.referral_id is not None:
@@ -469,13 +470,13 @@ class Engine:
             if not still_used:
                 conn.execute(sa.delete(Person).where(Person.id == snap.person_id))
 
-    def _snapshot(self, s: Session, row: Any, *, history: bool) -> Snapshot:
+    def _snapshot(self, conn: Connection, row: Any, *, history: bool) -> Snapshot:
         """The case as `_READ_CASE` read it (with its referral's columns), its live
         deadlines and, only for events whose effects look at it, the person's history."""
         ref = row.referral_id is not None
         deadlines = {
             d.name: DeadlineView(d.name, d.label, d.due_at, d.status, d.on_due, d.paused_at)
-            for d in _READ_DEADLINES.rows(s.connection(), {"case_id": row.id})
+            for d in _READ_DEADLINES.rows(conn, {"case_id": row.id})
         }
         return Snapshot(
             case_id=row.id,
@@ -498,15 +499,15 @@ class Engine:
             deadlines=deadlines,
             details=dict(row.ref_details or {}) if ref else {},
             agency_kind=row.ref_agency_kind if ref else None,
-            last_opened=self._last_opened(s, row.person_id, row.id) if history else {},
+            last_opened=self._last_opened(conn, row.person_id, row.id) if history else {},
         )
 
     @staticmethod
-    def _last_opened(s: Session, person_id: int | None, case_id: int | None) -> dict:
+    def _last_opened(conn: Connection, person_id: int | None, case_id: int | None) -> dict:
         """When this person's other cases on each pathway were last opened."""
         if person_id is None:
             return {}
-        rows = s.connection().execute(
+        rows = conn.execute(
             sa.select(_case.c.pathway, sa.func.max(_case.c.opened_at))
             .where(_case.c.person_id == person_id, _case.c.id != (case_id or -1))
             .group_by(_case.c.pathway)
@@ -515,7 +516,7 @@ class Engine:
 
     def _apply(
         self,
-        s: Session,
+        conn: Connection,
         wf: Workflow,
         snap: Snapshot,
         to_state: str,
@@ -538,19 +539,22 @@ class Engine:
             **({"closed": True, "closed_at": now} if closing else {}),
         }
         indexed = tuple(c for c in _INDEXED if c in values and values[c] != stored[c])
-        changed = _update_case(indexed).run(s, values).rowcount
+        changed = _update_case(indexed).run(conn, values).rowcount
         if changed != 1:
             raise StaleVersion("someone else changed the case first; reload and try again")
         opened: list[int] = []
         for op in ops:
             if isinstance(op, LinkPerson):
-                after = replace(after, person_id=self._link_person(s, after))
+                after = replace(after, person_id=self._link_person(conn, after))
             else:
-                opened.extend(self._apply_op(s, after, op, actor, now))
+                opened.extend(self._apply_op(conn, after, op, actor, now))
         if closing:
             # Whatever the closing event did not meet or set itself no longer applies.
             kept = [op.name for op in ops if isinstance(op, SetDeadline)]
-            s.connection().execute(
+            if not kept:  # nearly always: one compiled statement
+                _CANCEL_OPEN.run(conn, {"case_id": snap.case_id})
+                return opened
+            conn.execute(
                 _deadline.update()
                 .where(
                     _deadline.c.case_id == snap.case_id,
@@ -561,25 +565,25 @@ class Engine:
             )
         return opened
 
-    def _apply_op(self, s: Session, snap: Snapshot, op: Op, actor: Actor, now: datetime):
+    def _apply_op(self, conn: Connection, snap: Snapshot, op: Op, actor: Actor, now: datetime):
         match op:
             case SetDeadline(name, label, due, on_due):
                 values = {"case_id": snap.case_id, "dname": name, "label": label, "due_at": due,
                           "on_due": on_due}  # fmt: skip
-                if not _RESET_DEADLINE.run(s, values).rowcount:
+                if not _RESET_DEADLINE.run(conn, values).rowcount:
                     _INSERT_DEADLINE.run(
-                        s, {**values, "name": name, "set_at": now, "status": "open"}
+                        conn, {**values, "name": name, "set_at": now, "status": "open"}
                     )
             case MeetDeadline(name, late_reason):
                 _MEET_DEADLINE.run(
-                    s,
+                    conn,
                     {"case_id": snap.case_id, "dname": name, "met_at": now,
                      "late_reason": late_reason},
                 )  # fmt: skip
             case OpenCase(pathway, reason):
                 return [
                     self.open_case(
-                        s,
+                        conn,
                         Opening(
                             pathway=pathway,
                             person_id=snap.person_id,
@@ -601,38 +605,38 @@ class Engine:
                 # Only the case a referral opened answers it: an onward case (MARAC after
                 # a MASH decision) must not overwrite the MASH outcome the referrer was told.
                 told = _TELL_REFERRER.run(
-                    s,
+                    conn,
                     {"referral_id": snap.referral_id, "case_id": snap.case_id,
                      "outcome": outcome, "outcome_at": now, "feedback": feedback},
                 ).rowcount  # fmt: skip
                 if told and snap.referrer_id is not None:
                     self.outbox.enqueue(
-                        s, kind="referral_outcome", user_ids=[snap.referrer_id],
+                        conn, kind="referral_outcome", user_ids=[snap.referrer_id],
                         case_id=snap.case_id, referral_id=snap.referral_id,
                         payload={"outcome": outcome, "feedback": feedback},
                         dedupe=f"referral:{snap.referral_id}:outcome:{snap.case_id}",
                     )  # fmt: skip
             case ReferChildren(pathway, reason):
-                return self._refer_children(s, snap, pathway, reason, actor)
+                return self._refer_children(conn, snap, pathway, reason, actor)
             case ListAtMeeting(meeting_id):
                 _LIST_AT_MEETING.run(
-                    s, {"meeting_id": meeting_id, "case_id": snap.case_id, "listed_at": now}
+                    conn, {"meeting_id": meeting_id, "case_id": snap.case_id, "listed_at": now}
                 )
             case PauseClock():
-                s.connection().execute(
+                conn.execute(
                     _deadline.update()
                     .where(_deadline.c.case_id == snap.case_id, _deadline.c.status == "open")
                     .values(status="paused", paused_at=now)
                 )
             case ResumeClock():
                 # From the rows as stored: `snap` is already folded (shows them running).
-                paused = s.connection().execute(
+                paused = conn.execute(
                     sa.select(_deadline.c.id, _deadline.c.due_at, _deadline.c.paused_at).where(
                         _deadline.c.case_id == snap.case_id, _deadline.c.status == "paused"
                     )
                 )
                 for row_id, due, since in paused.all():
-                    s.connection().execute(
+                    conn.execute(
                         _deadline.update()
                         .where(_deadline.c.id == row_id)
                         .values(
@@ -643,22 +647,22 @@ class Engine:
                         )
                     )
             case Anonymise(keep):
-                self._anonymise(s, snap, keep)
+                self._anonymise(conn, snap, keep)
             case LinkPerson():
                 raise AssertionError("_apply links the person and passes the id on")
             case Notify(kind, audience, payload, key, fallback):
-                users = self.audience(s, audience, snap)
+                users = self.audience(conn, audience, snap)
                 if not users and fallback:
-                    users = self.audience(s, fallback, snap)
+                    users = self.audience(conn, fallback, snap)
                 suffix = f":{key}" if key else ""
                 self.outbox.enqueue(
-                    s, kind=kind, user_ids=users, case_id=snap.case_id,
+                    conn, kind=kind, user_ids=users, case_id=snap.case_id,
                     referral_id=snap.referral_id, payload=payload,
                     dedupe=f"case:{snap.case_id}:v{snap.version + 1}:{kind}{suffix}",
                 )  # fmt: skip
         return []
 
-    def audience(self, s: Session, audience: str, snap: Snapshot) -> list[int]:
+    def audience(self, conn: Connection, audience: str, snap: Snapshot) -> list[int]:
         if audience == "referrer":
             return [snap.referrer_id] if snap.referrer_id else []
         if audience == "allocated":
@@ -666,42 +670,39 @@ class Engine:
         if audience == "assigned":
             return [snap.assigned_to_id] if snap.assigned_to_id else []
         if audience.startswith("permission:"):
-            return self.outbox.holders(s, self.policy, audience.removeprefix("permission:"))
+            return self.outbox.holders(conn, self.policy, audience.removeprefix("permission:"))
         if audience == "agency_contact":
             ids = [snap.agency_id] if snap.agency_id else []
-            return self.outbox.agency_contacts(s, agency_ids=ids) if ids else []
+            return self.outbox.agency_contacts(conn, agency_ids=ids) if ids else []
         if audience.startswith("agency_kind:"):
-            return self.outbox.agency_contacts(s, kinds=[audience.removeprefix("agency_kind:")])
+            return self.outbox.agency_contacts(conn, kinds=[audience.removeprefix("agency_kind:")])
         raise ValueError(f"unknown audience {audience!r}")
 
     # --- opening cases -------------------------------------------------------------------
 
-    def open_case(self, s: Session, opening: Opening, actor: Actor) -> int:
+    def open_case(self, s: Session | Connection, opening: Opening, actor: Actor) -> int:
         """Open a case in its pathway's first state, with its opening effects."""
+        conn = as_connection(s)
         wf = self.workflows.get(opening.pathway)
         now = self.clock.now()
-        case_id = (
-            s.connection()
-            .execute(
-                _case.insert().returning(_case.c.id),
-                {
-                    "pathway": wf.pathway,
-                    "state": wf.definition.initial,
-                    "version": 1,
-                    "workflow_version": wf.version,
-                    "person_id": opening.person_id,
-                    "referral_id": opening.referral_id,
-                    "parent_case_id": opening.parent_case_id,
-                    "agency_id": opening.agency_id,
-                    "priority": 1,
-                    "closed": False,
-                    "attributes": dict(opening.attributes or {}),
-                    "opened_at": now,
-                    "updated_at": now,
-                },
-            )
-            .scalar_one()
-        )
+        case_id = conn.execute(
+            _case.insert().returning(_case.c.id),
+            {
+                "pathway": wf.pathway,
+                "state": wf.definition.initial,
+                "version": 1,
+                "workflow_version": wf.version,
+                "person_id": opening.person_id,
+                "referral_id": opening.referral_id,
+                "parent_case_id": opening.parent_case_id,
+                "agency_id": opening.agency_id,
+                "priority": 1,
+                "closed": False,
+                "attributes": dict(opening.attributes or {}),
+                "opened_at": now,
+                "updated_at": now,
+            },
+        ).scalar_one()
         snap = Snapshot(
             case_id=case_id, pathway=wf.pathway, state=wf.definition.initial, version=1,
             workflow_version=wf.version, attributes=dict(opening.attributes or {}), rag=None,
@@ -710,17 +711,15 @@ class Engine:
             referral_id=opening.referral_id, referrer_id=opening.referrer_id,
             agency_id=opening.agency_id, allocated_to_id=None, assigned_to_id=None,
             details=dict(opening.details or {}), agency_kind=opening.agency_kind,
-            last_opened=self._last_opened(s, opening.person_id, case_id),
+            last_opened=self._last_opened(conn, opening.person_id, case_id),
         )  # fmt: skip
         ctx = Context(snap, "open", {}, actor, now, self.policy, self.workflows.pathways)
         ops = plan_effects(ctx, wf.on_open)
         after = _fold(snap, ops, now, closing=False)
-        s.connection().execute(
-            _case.update().where(_case.c.id == case_id).values(**_row_values(after))
-        )
+        conn.execute(_case.update().where(_case.c.id == case_id).values(**_row_values(after)))
         for op in ops:
-            self._apply_op(s, after, op, actor, now)
-        s.connection().execute(
+            self._apply_op(conn, after, op, actor, now)
+        conn.execute(
             _history.insert(),
             {"case_id": case_id, "version": 1, "event": "open", "from_state": None,
              "to_state": wf.definition.initial, "actor_id": actor.user_id,
@@ -728,7 +727,7 @@ class Engine:
              "data": {"reason": opening.reason, "parent_case_id": opening.parent_case_id}},
         )  # fmt: skip
         self.audit.record(
-            s, actor, f"{actor.source}:case:open", target=f"case:{case_id}", case_id=case_id,
+            conn, actor, f"{actor.source}:case:open", target=f"case:{case_id}", case_id=case_id,
             person_id=opening.person_id, at=now,
             summary={"pathway": wf.pathway, "state": wf.definition.initial,
                      "reason": opening.reason, "parent_case_id": opening.parent_case_id},

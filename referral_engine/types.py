@@ -33,6 +33,36 @@ class UTCDateTime(sa.types.TypeDecorator):
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
 
+    # On SQLite the two steps above (ours, then SQLAlchemy's string formatting and parsing)
+    # cost ~8 µs a value, and a fired event converts a dozen. These do both at once, in
+    # exactly SQLAlchemy's storage format (microseconds always written), so stored values
+    # compare and sort as before.
+    def bind_processor(self, dialect):
+        if dialect.name != "sqlite":
+            return super().bind_processor(dialect)
+
+        def process(value):
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given; use aware UTC datetimes")
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process
+
+    def result_processor(self, dialect, coltype):
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        parse = datetime.fromisoformat
+
+        def process(value):
+            if value is None:
+                return None
+            got = parse(value)
+            return got.replace(tzinfo=UTC) if got.tzinfo is None else got.astimezone(UTC)
+
+        return process
+
 
 JSONDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 

@@ -12,11 +12,14 @@ from referral_engine.runtime import Runtime
 bearer = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
 
-def runtime(request: Request) -> Runtime:
+# `async` for the pure ones: FastAPI runs a plain `def` dependency in its thread pool, and
+# that hop, once per dependency per request, cost more than most routes' own work
+# (bench/README.md). `actor` reads the database, so it stays in the pool.
+async def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def token(request: Request, value: str | None = Depends(bearer)) -> str:
+async def token(request: Request, value: str | None = Depends(bearer)) -> str:
     if not value:
         raise Unauthorised("sign in first: send Authorization: Bearer <token>")
     return value

@@ -14,9 +14,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from ..db import Statement
+from ..db import Statement, as_connection
 from ..models import Agency, User, UserRole
 from ..models import Outbox as OutboxRow
 from ..policies import Policy
@@ -39,7 +40,7 @@ _INSERT = {
 class Outbox:
     def enqueue(
         self,
-        s: Session,
+        s: Session | Connection,
         *,
         kind: str,
         user_ids: list[int],
@@ -69,11 +70,11 @@ class Outbox:
             }
             for uid in dict.fromkeys(user_ids)
         ]
-        conn = s.connection()
+        conn = as_connection(s)
         insert = _INSERT[conn.dialect.name]
         return sum(max(insert.run(conn, row).rowcount, 0) for row in rows)
 
-    def holders(self, s: Session, policy: Policy, permission: str) -> list[int]:
+    def holders(self, s: Session | Connection, policy: Policy, permission: str) -> list[int]:
         """Active users whose roles grant `permission` (e.g. who hears of a breach)."""
         roles = policy.roles_granting(permission)
         if not roles:
@@ -89,7 +90,11 @@ class Outbox:
         )
 
     def agency_contacts(
-        self, s: Session, *, agency_ids: list[int] | None = None, kinds: list[str] | None = None
+        self,
+        s: Session | Connection,
+        *,
+        agency_ids: list[int] | None = None,
+        kinds: list[str] | None = None,
     ) -> list[int]:
         """The named contacts of these agencies (by id or by kind), if active."""
         query = (
