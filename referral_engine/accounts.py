@@ -133,12 +133,19 @@ class Accounts:
         return row.id  # type: ignore[return-value]
 
     def actor_for_user(
-        self, s: Session | Connection, user_id: int, *, source: str, request_id: str | None
+        self,
+        s: Session | Connection,
+        user_id: int,
+        *,
+        source: str,
+        request_id: str | None,
+        user: Any = None,
     ) -> Actor | None:
         """The actor a user is now (roles, agency, open break-glass grants); None if the
         user does not exist or is disabled. Runs on every authenticated request, so its
-        three reads are compiled once (see `Statement`)."""
-        user = _USER_WITH_AGENCY.first(s, {"user_id": user_id})
+        reads are compiled once (see `Statement`); `user` is the user's row if the caller
+        has just read it."""
+        user = user or _USER_WITH_AGENCY.first(s, {"user_id": user_id})
         if user is None or user.disabled:
             return None
         roles = [r.role for r in _ROLES_OF.rows(s, {"user_id": user_id})]
@@ -548,7 +555,9 @@ class Accounts:
             user = _USER_WITH_AGENCY.first(conn, {"user_id": claims.user_id})
             if user is not None and user.session_generation != claims.generation:
                 raise Unauthorised("the session has ended (password reset or account disabled)")
-            actor = self.actor_for_user(conn, claims.user_id, source=source, request_id=request_id)
+            actor = self.actor_for_user(
+                conn, claims.user_id, source=source, request_id=request_id, user=user
+            )
         if actor is None:
             raise Unauthorised("the account no longer exists or is disabled")
         return actor

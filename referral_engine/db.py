@@ -126,9 +126,12 @@ class Database:
 
     @contextlib.contextmanager
     def read_connection(self) -> Iterator[Connection]:
-        """`reading` without an ORM session, for hot paths that run compiled statements
-        (the actor behind every request): the session's bookkeeping cost more than them."""
-        with self.read_engine.connect() as conn, conn.begin():
+        """A connection for hot reads that run compiled statements (the actor behind
+        every request, the answer to a fired event): no ORM session, and no explicit
+        transaction, whose bookkeeping cost more than the reads. Each compiled read then
+        sees the latest committed data on its own; a Core statement run here still opens
+        a read transaction (SQLAlchemy's autobegin), ended when the connection returns."""
+        with self.read_engine.connect() as conn:
             yield conn
 
     @contextlib.contextmanager

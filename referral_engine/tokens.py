@@ -8,9 +8,13 @@ or an asymmetric algorithm is refused rather than trusted. No JWE. Each token ha
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Any
 
 from jose import JWTError, jwt
 
@@ -46,17 +50,30 @@ def issue(
     return token, claims
 
 
-def read(token: str, secret: str, now: datetime) -> Claims:
-    """The claims of a genuine, unexpired token, or Unauthorised."""
-    try:
-        payload = jwt.decode(
+@functools.lru_cache(maxsize=4096)
+def _verified(token: str, secret: str) -> Mapping[str, Any]:
+    """The payload of a token whose signature is genuine (read-only).
+
+    Cached: every request checks its token, and the answer depends only on these two
+    strings. A refusal raises, so it is never cached. Expiry, revocation and the session
+    generation are checked on every request after this, never cached.
+    """
+    return MappingProxyType(
+        jwt.decode(
             token,
             secret,
             algorithms=[ALGORITHM],
-            # Expiry is checked below against the product's clock (tests move it), not
+            # Expiry is checked in `read` against the product's clock (tests move it), not
             # jose's wall clock; jose's require_exp would switch its own check back on.
             options={"verify_exp": False, "require_sub": True, "require_jti": True},
         )
+    )
+
+
+def read(token: str, secret: str, now: datetime) -> Claims:
+    """The claims of a genuine, unexpired token, or Unauthorised."""
+    try:
+        payload = _verified(token, secret)
     except JWTError as exc:
         raise Unauthorised(f"the token is not valid: {exc}") from None
     if payload.get("typ") != "access":
