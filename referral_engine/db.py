@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,21 +205,35 @@ class Statement:
         conn = as_connection(conn)
         c = self._compiled(conn.dialect)
         cur = c.execute(conn, params or {})
-        fetched = cur.fetchall()
-        cur.close()
-        return [c.row(raw) for raw in fetched]
+        return [c.row(raw) for raw in cur.fetchall()]
 
     def first(self, conn: Connection | Session, params: dict | None = None) -> Any:
         conn = as_connection(conn)
         c = self._compiled(conn.dialect)
         cur = c.execute(conn, params or {})
-        raw = cur.fetchone()
-        cur.close()
-        return None if raw is None else c.row(raw)
+        # All of it (one row): SQLite ends a statement only once it has been read to its
+        # end, and a half-read one would hold its snapshot on the shared cursor.
+        got = cur.fetchall()
+        return c.row(got[0]) if got else None
 
     def scalar(self, conn: Connection | Session, params: dict | None = None) -> Any:
         got = self.first(conn, params)
         return got[0] if got is not None else None
+
+
+_NAMED = re.compile(r"%\(([^)]+)\)s")
+
+
+def _cursor(conn: Connection) -> Any:
+    """The driver cursor compiled statements run on, one per driver connection and kept
+    with it (psycopg spends ~30 µs making a cursor). Kept in the pool record's `info`
+    beside the connection it belongs to, so a reconnected record never reuses it."""
+    fairy = conn.connection
+    driver = fairy.driver_connection
+    kept = fairy.info.get("statement_cursor")
+    if kept is None or kept[0] is not driver:
+        kept = fairy.info["statement_cursor"] = (driver, driver.cursor())
+    return kept[1]
 
 
 class _Compiled:
@@ -229,9 +244,13 @@ class _Compiled:
         c = stmt.compile(dialect=dialect)
         if c.literal_execute_params or c.post_compile_params:
             raise ValueError("Statement needs plain bind parameters")
-        self.sql = c.string
-        names = list(c.positiontup) if dialect.positional else list(c.binds)
-        self.positional = dialect.positional
+        if dialect.positional:
+            self.sql, names = c.string, list(c.positiontup)
+        else:
+            # Named ("%(name)s", psycopg): sent positionally instead, because psycopg
+            # re-reads a named query and reorders its parameters on every execution.
+            names = _NAMED.findall(c.string)
+            self.sql = _NAMED.sub("%s", c.string)
         self.binds = []
         for name in names:
             bind = c.binds[name]
@@ -249,19 +268,16 @@ class _Compiled:
             else tuple
         )
 
-    def bind(self, params: dict) -> Any:
+    def bind(self, params: dict) -> list:
         # As SQLAlchemy does, None goes through the processor too (JSON: 'null').
-        values = [
+        return [
             params.get(name, default) if proc is None else proc(params.get(name, default))
             for name, default, proc in self.binds
         ]
-        if self.positional:
-            return values
-        return dict(zip((name for name, _, _ in self.binds), values, strict=True))
 
     def execute(self, conn: Connection, params: dict) -> Any:
         values = self.bind(params)
-        cur = conn.connection.driver_connection.cursor()
+        cur = _cursor(conn)
         try:
             cur.execute(self.sql, values)
         except conn.dialect.loaded_dbapi.Error as exc:
