@@ -104,6 +104,8 @@ def test_an_expired_or_signed_out_token_is_refused(users, client, clock):
     assert officer.post("/api/auth/logout").status_code == 204
     refused(officer.get("/api/me"))
     refused(officer.get("/api/cases"))
+    # Accepted once (so its signature check is cached), then refused once it expires.
+    assert manager.get("/api/me").status_code == 200
     clock.advance(timedelta(minutes=31))
     refused(manager.get("/api/me"))
 
