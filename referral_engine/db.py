@@ -58,6 +58,13 @@ def _configure_sqlite(engine: SAEngine) -> None:
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        # Checkpoint the WAL into the database every ~40 MB instead of SQLite's ~4 MB: a
+        # fire rewrites the same hot pages (the newest leaf of each table and index), and
+        # a checkpoint copies each page once however often it changed, so fewer, larger
+        # checkpoints copy and fsync far less (bench/README.md: ~8% a step). The WAL is
+        # cut back to 64 MB after each. Durability is unchanged: every commit is fsynced.
+        cur.execute("PRAGMA wal_autocheckpoint=10000")
+        cur.execute("PRAGMA journal_size_limit=67108864")
         cur.close()
 
     @event.listens_for(engine, "begin")
