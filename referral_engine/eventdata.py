@@ -125,6 +125,7 @@ class EventSchema:
         self.choices = {
             f: _choices(s, vocab) for f, s in fields.items() if s.type in ("choice", "choices")
         }
+        self._described: dict[str, Any] | None = None
 
     def validate(self, data: Any) -> dict[str, Any]:
         if data is None:
@@ -147,7 +148,13 @@ class EventSchema:
         return {k: v for k, v in clean.items() if v is not None}
 
     def describe(self) -> dict[str, Any]:
-        """The schema as plain data for API clients and forms."""
+        """The schema as plain data for API clients and forms. Built once (it never
+        changes, and every case page lists it for each available event); read-only."""
+        if self._described is None:
+            self._described = self._describe()
+        return self._described
+
+    def _describe(self) -> dict[str, Any]:
         out = {}
         for name, spec in self.fields.items():
             d = spec.model_dump(exclude_none=True, exclude={"choices_from", "items"})
