@@ -455,8 +455,8 @@ def _genuine(key: bytes, seq: int, next_seq: int, head: bytes, mac: bytes) -> bo
 def _sqlite_file(conn: Connection) -> str | None:
     """The SQLite file that worker processes can open themselves, if there is one."""
     url = conn.engine.url
-    if conn.dialect.name != "sqlite" or url.query or not sys.executable:
-        return None
+    if conn.dialect.name != "sqlite" or url.query or not sys.executable or os.name != "posix":
+        return None  # (the workers' pipes are read with selectors: POSIX only)
     if not url.database or url.database == ":memory:":
         return None
     return os.path.abspath(url.database)
