@@ -552,6 +552,7 @@ def _run_workers(
                     [sys.executable, "-I", chainproof.__file__],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
+                    bufsize=0,
                 )
             )
     except OSError:
@@ -579,6 +580,7 @@ def _collect(
     done = [job["first"] - 1 for job in jobs]
     ends: list[tuple[int, bytes] | None] = [None] * len(jobs)
     partial = [b""] * len(jobs)
+    garbled: set[int] = set()
     with selectors.DefaultSelector() as sel:
         for i, proc in enumerate(procs):
             assert proc.stdout is not None
@@ -592,17 +594,21 @@ def _collect(
                     continue
                 *lines, partial[i] = (partial[i] + chunk).split(b"\n")
                 for line in lines:
-                    msg = json.loads(line)
+                    try:
+                        msg = json.loads(line)
+                    except ValueError:
+                        garbled.add(i)
+                        continue
                     if "at" in msg:
                         done[i] = msg["at"]
-                    elif msg["rows"] is not None:
+                    elif msg.get("rows") is not None:
                         ends[i] = (msg["rows"], bytes.fromhex(msg["head"]))
                         done[i] = jobs[i]["last"]
                 if progress and lines:
                     progress(sum(d - job["first"] + 1 for d, job in zip(done, jobs, strict=True)))
     for i, proc in enumerate(procs):
-        if proc.wait() != 0:
-            log.warning("audit verify: the worker for links %s..%s exited with %s",
+        if proc.wait() != 0 or i in garbled:
+            log.warning("audit verify: the worker for links %s..%s failed (exit %s)",
                         jobs[i]["first"], jobs[i]["last"], proc.returncode)  # fmt: skip
             ends[i] = None
     return ends
@@ -615,7 +621,8 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
         proc.wait()
         for pipe in (proc.stdin, proc.stdout):
             if pipe is not None:
-                pipe.close()
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 def _driver_batches(conn: Connection, query: sa.Select, size: int | None = 50_000) -> Iterator[Any]:
