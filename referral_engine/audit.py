@@ -18,26 +18,35 @@ re-checking the links since the last checkpoint, so it never attests a forged ta
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import hmac
 import json
+import logging
+import os
+import selectors
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+from . import chainproof
 from .access import Actor
 from .clock import Clock
 from .db import Statement
 from .models import AuditChain, AuditCheckpoint, AuditEvent, AuditPending
 from .types import utcnow
+
+log = logging.getLogger(__name__)
 
 GENESIS = bytes(32)
 SEQUENCER_LOCK_ID = 0x5EF_A0D17  # pg advisory lock key: one sequencer at a time
@@ -297,6 +306,10 @@ def _broken(v: Verification, seq: int | None, audit_id: int | None, reason: str)
     return v
 
 
+PARALLEL_MIN_ROWS = 200_000  # below this, starting worker processes costs more than it saves
+MAX_WORKERS = 8
+
+
 def verify(
     engine: sa.Engine,
     key: bytes,
@@ -304,11 +317,18 @@ def verify(
     *,
     deep: bool = False,
     progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+    parallel_min_rows: int = PARALLEL_MIN_ROWS,
 ) -> Verification:
     """Walk the whole chain; name the first broken row, then check every checkpoint.
 
     `deep` also re-reads each row's JSON and checks that its searchable columns (time,
     actor, action, outcome, case, person) say what the hashed bytes say.
+
+    A SQLite chain of at least `parallel_min_rows` links is proved by `workers` processes
+    at once (default: one per usable core, at most `MAX_WORKERS`), each over its own range
+    (see `_prove_parallel`); `workers=1` keeps it in this process. PostgreSQL, deep
+    verification and short chains always walk here.
     """
     v = Verification(ok=True)
     # One consistent snapshot for the counts and the walk; on SQLite a reader that does
@@ -330,7 +350,10 @@ def verify(
             )
         }
         v.checkpoints = len(checkpoints)
-        result = _walk_chain(conn, key, checkpoints, checkpoint_every, deep, v, progress)
+        if workers is None:
+            workers = min(_usable_cores(), MAX_WORKERS)
+        parallel = (workers, parallel_min_rows) if workers > 1 else None
+        result = _walk_chain(conn, key, checkpoints, checkpoint_every, deep, v, progress, parallel)
         if not result.ok:
             return result
         if v.rows + v.pending != total_events:
@@ -342,6 +365,22 @@ def verify(
     return v
 
 
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _Resume(NamedTuple):
+    """Where the row-by-row walk starts when the fast proof has a doubt: after position
+    `seq`, from the proven `head`, with the next checkpoint due by `due`."""
+
+    seq: int
+    head: bytes
+    due: int
+
+
 def _walk_chain(
     conn: Connection,
     key: bytes,
@@ -350,6 +389,7 @@ def _walk_chain(
     deep: bool,
     v: Verification,
     progress: Callable[[int], None] | None,
+    parallel: tuple[int, int] | None = None,
 ) -> Verification:
     columns = [_chain.c.seq, _chain.c.audit_id, _chain.c.prev_hash, _chain.c.hash, _event.c.body]
     if deep:
@@ -361,12 +401,14 @@ def _walk_chain(
         .order_by(_chain.c.seq)
     )
     if not deep:
-        rows = _intact(conn, key, checkpoints, first_due, progress)
-        if rows is not None:
-            v.rows = rows
+        proof = _prove(conn, key, checkpoints, first_due, progress, parallel)
+        if not isinstance(proof, _Resume):
+            v.rows = proof
             return v
-        # Something is wrong: walk again, row by row, to name the first broken one.
-        return _walk(_driver_batches(conn, query), key, checkpoints, first_due, deep, v, progress)
+        # Something is wrong: walk again, row by row from the first link the proof could
+        # not vouch for (everything before it is proven), to name the first broken one.
+        rest = _driver_batches(conn, query.where(_chain.c.seq > proof.seq))
+        return _walk(rest, key, checkpoints, proof.due, deep, v, progress, proof)
     rows = conn.execution_options(stream_results=True, yield_per=20_000).execute(query)
     try:
         return _walk(rows.partitions(), key, checkpoints, first_due, deep, v, progress)
@@ -374,62 +416,213 @@ def _walk_chain(
         rows.close()
 
 
-def _intact(
+def _prove(
     conn: Connection,
     key: bytes,
     checkpoints: dict[int, tuple[bytes, int, bytes]],
     due: int,
     progress: Callable[[int], None] | None,
-) -> int | None:
-    """The number of links if the whole chain and its checkpoints verify, else None.
-
-    The fast proof, on the driver's cursor with three columns a row: each link must
-    follow the previous one and hash to what is stored; rows are read up to each
-    checkpoint (or each position where one is due) and the checkpoint checked there. Any
-    doubt returns None, and `_walk` then names the first broken row.
-    """
+    parallel: tuple[int, int] | None,
+) -> int | _Resume:
+    """The number of links if the whole chain and its checkpoints verify, else where to
+    start walking row by row (see `chainproof.prove`)."""
+    marks = {
+        seq: (cp_hash, cp_next, _genuine(key, seq, cp_next, cp_hash, mac))
+        for seq, (cp_hash, cp_next, mac) in checkpoints.items()
+    }
+    path = _sqlite_file(conn) if parallel and conn.dialect.name == "sqlite" else None
+    if path and parallel:
+        proved = _prove_parallel(conn, path, marks, due, progress, *parallel)
+        if proved is not None:
+            return proved
     query = (
         sa.select(_chain.c.prev_hash, _event.c.body, _chain.c.hash)
         .select_from(_chain.outerjoin(_event, _event.c.id == _chain.c.audit_id))
         .order_by(_chain.c.seq)
     )
-    marks = sorted(checkpoints)
-    sha = hashlib.sha256
-    pos, head, m = 0, GENESIS, 0
     with contextlib.closing(_driver_batches(conn, query, size=None)) as cursors:
         cursor = next(cursors)
-        while True:
-            while m < len(marks) and marks[m] <= pos:
-                m += 1
-            # Read up to the next checkpoint, or where one is due, whichever is first.
-            want = min(marks[m] if m < len(marks) else due, due, pos + 50_000) - pos
-            batch = cursor.fetchmany(want)
-            try:
-                for prev, body, stored in batch:
-                    if prev != head:
-                        return None
-                    head = sha(head + body).digest()
-                    if head != stored:
-                        return None
-            except TypeError:  # a missing body (None), or values that are not bytes
-                return None
-            pos += len(batch)
-            if len(batch) < want:  # the end of the chain
-                break
-            if pos in checkpoints:
-                cp_hash, cp_next, cp_mac = checkpoints[pos]
-                if cp_hash != head or not hmac.compare_digest(
-                    cp_mac, checkpoint_mac(key, pos, cp_next, cp_hash)
-                ):
-                    return None
-                due = cp_next
-            elif pos >= due:
-                return None  # a checkpoint was due here and there is none
-            if progress:
-                progress(pos)
-    if any(seq > pos for seq in checkpoints):
+        got = chainproof.prove(cursor.fetchmany, 0, GENESIS, due, marks, progress=progress)
+    if got is None or any(seq > got[0] for seq in marks):
+        return _Resume(0, GENESIS, due)
+    return got[0]
+
+
+def _genuine(key: bytes, seq: int, next_seq: int, head: bytes, mac: bytes) -> bool:
+    return hmac.compare_digest(mac, checkpoint_mac(key, seq, next_seq, head))
+
+
+def _sqlite_file(conn: Connection) -> str | None:
+    """The SQLite file that worker processes can open themselves, if there is one."""
+    url = conn.engine.url
+    if conn.dialect.name != "sqlite" or url.query or not sys.executable or os.name != "posix":
+        return None  # (the workers' pipes are read with selectors: POSIX only)
+    if not url.database or url.database == ":memory:":
         return None
-    return pos
+    return os.path.abspath(url.database)
+
+
+def _prove_parallel(
+    conn: Connection,
+    path: str,
+    marks: chainproof.Marks,
+    first_due: int,
+    progress: Callable[[int], None] | None,
+    workers: int,
+    min_rows: int,
+) -> int | _Resume | None:
+    """The fast proof in `workers` processes, each over its own range of positions.
+
+    The length of the chain is fixed here, in this connection's snapshot: positions run
+    from 1 to the largest seq, and each worker must find exactly the links of its range
+    (seq is the primary key, so a range with all its rows has no gaps), in a snapshot of
+    its own which, the chain being append-only, holds the same links. A range after the
+    first starts from its first link's stored previous hash, and the proof holds only if
+    that is the head the range before it ended on; the checkpoint due at each range's
+    start follows from the checkpoints before it, all of which the earlier ranges prove.
+    So the ranges together prove what one walk from the genesis would, and where they do
+    not, the walk starts at the first range that failed. None: the chain is too short to
+    split, not numbered from 1, or no worker could start (the walk here says why).
+    """
+    # Two subqueries: SQLite reads min() or max() alone off the index, both at once by a scan.
+    lo, hi = conn.execute(
+        sa.select(
+            sa.select(sa.func.min(_chain.c.seq)).scalar_subquery(),
+            sa.select(sa.func.max(_chain.c.seq)).scalar_subquery(),
+        )
+    ).one()
+    if lo != 1 or hi < max(min_rows, 2):
+        return None
+    ranges = _split(hi, workers)
+    firsts = [first for first, _ in ranges]
+    query = sa.select(_chain.c.seq, _chain.c.prev_hash).where(_chain.c.seq.in_(firsts))
+    stored = {seq: prev for seq, prev in conn.execute(query)}
+    heads = [GENESIS] + [stored.get(first) for first in firsts[1:]]
+    ordered = sorted(marks)
+    dues = [_due_at(first, ordered, marks, first_due) for first in firsts]
+    jobs = [
+        {
+            "path": path, "first": first, "last": last, "head": head.hex(), "due": due,
+            "marks": [[s, marks[s][0].hex(), marks[s][1], marks[s][2]]
+                      for s in ordered if first <= s <= last],
+        }
+        # A range whose first link or its previous hash is missing is not worth a worker.
+        if isinstance(head, bytes) else None
+        for (first, last), head, due in zip(ranges, heads, dues, strict=True)
+    ]  # fmt: skip
+    ends = _run_workers(jobs, progress)
+    if ends is None:
+        return None
+    proven = GENESIS
+    for (first, last), head, due, end in zip(ranges, heads, dues, ends, strict=True):
+        if end is None or head != proven or end[0] != last - first + 1:
+            return _Resume(first - 1, proven, due)
+        proven = end[1]
+    if ordered and ordered[-1] > hi:
+        # Checkpoints past the end: the walk from the end reports them.
+        return _Resume(hi, proven, _due_at(hi + 1, ordered, marks, first_due))
+    return hi
+
+
+def _split(rows: int, workers: int) -> list[tuple[int, int]]:
+    """Positions 1..rows in `workers` ranges of (nearly) equal length."""
+    n = min(workers, rows)
+    bounds = [rows * i // n for i in range(n + 1)]
+    return [(bounds[i] + 1, bounds[i + 1]) for i in range(n)]
+
+
+def _due_at(first: int, ordered: list[int], marks: chainproof.Marks, first_due: int) -> int:
+    """The position by which a checkpoint is due when a walk reaches `first`: what the
+    last checkpoint before it promised, or the policy's first one if there is none."""
+    i = bisect.bisect_left(ordered, first)
+    return marks[ordered[i - 1]][1] if i else first_due
+
+
+def _run_workers(
+    jobs: list[dict[str, Any] | None], progress: Callable[[int], None] | None
+) -> list[tuple[int, bytes] | None] | None:
+    """Each job's (rows, head) from a worker process of its own, or None for a range not
+    proven (no job, or its worker failed); None if no worker could be started."""
+    started = [job for job in jobs if job is not None]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in started:
+            procs.append(
+                subprocess.Popen(  # noqa: S603 - this interpreter, running our own file
+                    [sys.executable, "-I", chainproof.__file__],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    bufsize=0,
+                )
+            )
+    except OSError:
+        log.warning("audit verify: could not start worker processes; verifying in one")
+        _stop(procs)
+        return None
+    try:
+        for proc, job in zip(procs, started, strict=True):
+            assert proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(json.dumps(job).encode())
+                proc.stdin.close()
+        ends = iter(_collect(procs, started, progress))
+    finally:
+        _stop(procs)
+    return [next(ends) if job is not None else None for job in jobs]
+
+
+def _collect(
+    procs: list[subprocess.Popen[bytes]],
+    jobs: list[dict[str, Any]],
+    progress: Callable[[int], None] | None,
+) -> list[tuple[int, bytes] | None]:
+    """Read the workers' JSON lines as they come: progress, then each one's result."""
+    done = [job["first"] - 1 for job in jobs]
+    ends: list[tuple[int, bytes] | None] = [None] * len(jobs)
+    partial = [b""] * len(jobs)
+    garbled: set[int] = set()
+    with selectors.DefaultSelector() as sel:
+        for i, proc in enumerate(procs):
+            assert proc.stdout is not None
+            sel.register(proc.stdout, selectors.EVENT_READ, i)
+        while sel.get_map():
+            for sk, _ in sel.select():
+                i = sk.data
+                chunk = os.read(sk.fd, 65536)
+                if not chunk:
+                    sel.unregister(sk.fileobj)
+                    continue
+                *lines, partial[i] = (partial[i] + chunk).split(b"\n")
+                for line in lines:
+                    try:
+                        msg = json.loads(line)
+                    except ValueError:
+                        garbled.add(i)
+                        continue
+                    if "at" in msg:
+                        done[i] = msg["at"]
+                    elif msg.get("rows") is not None:
+                        ends[i] = (msg["rows"], bytes.fromhex(msg["head"]))
+                        done[i] = jobs[i]["last"]
+                if progress and lines:
+                    progress(sum(d - job["first"] + 1 for d, job in zip(done, jobs, strict=True)))
+    for i, proc in enumerate(procs):
+        if proc.wait() != 0 or i in garbled:
+            log.warning("audit verify: the worker for links %s..%s failed (exit %s)",
+                        jobs[i]["first"], jobs[i]["last"], proc.returncode)  # fmt: skip
+            ends[i] = None
+    return ends
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 def _driver_batches(conn: Connection, query: sa.Select, size: int | None = 50_000) -> Iterator[Any]:
@@ -437,7 +630,7 @@ def _driver_batches(conn: Connection, query: sa.Select, size: int | None = 50_00
     transaction. Through SQLAlchemy's rows the walk did about 80,000 rows a second; the
     driver's tuples leave only the hashing. PostgreSQL streams from a server-side cursor,
     so memory stays flat however long the chain."""
-    sql = str(query.compile(dialect=conn.dialect))
+    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
     driver = conn.connection.driver_connection
     cur = driver.cursor(name="audit_walk") if conn.dialect.name == "postgresql" else driver.cursor()
     try:
@@ -459,9 +652,11 @@ def _walk(
     deep: bool,
     v: Verification,
     progress: Callable[[int], None] | None,
+    start: _Resume | None = None,
 ) -> Verification:
-    """`due` is the position by which the next checkpoint must exist."""
-    expected_seq, head = 0, GENESIS
+    """`due` is the position by which the next checkpoint must exist; `start`, the proven
+    position and head the rows follow on from (the genesis if None)."""
+    expected_seq, head = (start.seq, start.head) if start else (0, GENESIS)
     sha = hashlib.sha256
     for part in batches:
         for row in part:
