@@ -185,19 +185,24 @@ def record_rows(rt: Runtime, n: int, *, start: int = 0) -> list[int]:
     return ids
 
 
-@pytest.fixture
-def small_runtime(db_url, clock, tmp_path):
-    """A Runtime whose policy says rules.audit.checkpoint_every = 3."""
+def runtime_checkpointing_every(every: int, db_url, clock, tmp_path) -> Runtime:
+    """A started Runtime whose policy says rules.audit.checkpoint_every = `every`."""
     policies = tmp_path / "policies"
     shutil.copytree(PROJECT_ROOT / "policies", policies)
     rules = policies / "rules.yaml"
     text = rules.read_text(encoding="utf-8")
-    changed = re.sub(r"(checkpoint_every:\s*)\d+", r"\g<1>3", text)
+    changed = re.sub(r"(checkpoint_every:\s*)\d+", rf"\g<1>{every}", text)
     assert changed != text
     rules.write_text(changed, encoding="utf-8")
     rt = Runtime.build(make_settings(db_url, policies_dir=policies), clock)
-    assert rt.audit.checkpoint_every == 3
+    assert rt.audit.checkpoint_every == every
     rt.start()
+    return rt
+
+
+@pytest.fixture
+def small_runtime(db_url, clock, tmp_path):
+    rt = runtime_checkpointing_every(3, db_url, clock, tmp_path)
     yield rt
     rt.stop()
 

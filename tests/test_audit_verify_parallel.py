@@ -13,13 +13,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import re
-import shutil
 from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
-from conftest import make_settings
 from test_audit import (
     CHAIN,
     CHECKPOINT,
@@ -29,13 +26,13 @@ from test_audit import (
     execute,
     links,
     record_rows,
+    runtime_checkpointing_every,
     seal,
     unguard,
 )
 
 from referral_engine import audit
 from referral_engine.runtime import Runtime
-from referral_engine.settings import PROJECT_ROOT
 
 EVERY = 5
 ROWS = 40
@@ -46,15 +43,7 @@ RANGES = [(1, 13), (14, 26), (27, 40)]
 @pytest.fixture
 def rt(db_url, clock, tmp_path):
     """A Runtime with a checkpoint every 5 links and a sealed chain of 40."""
-    policies = tmp_path / "policies"
-    shutil.copytree(PROJECT_ROOT / "policies", policies)
-    rules = policies / "rules.yaml"
-    text = rules.read_text(encoding="utf-8")
-    changed = re.sub(r"(checkpoint_every:\s*)\d+", rf"\g<1>{EVERY}", text)
-    assert changed != text
-    rules.write_text(changed, encoding="utf-8")
-    runtime = Runtime.build(make_settings(db_url, policies_dir=policies), clock)
-    runtime.start()
+    runtime = runtime_checkpointing_every(EVERY, db_url, clock, tmp_path)
     record_rows(runtime, ROWS)
     seal(runtime)
     yield runtime
