@@ -263,29 +263,23 @@ class Retention:
             if n:
                 counts[name] = counts.get(name, 0) + n
 
-        for h in s.execute(sa.select(CaseHistory).where(CaseHistory.case_id == case_id)).scalars():
+        def scrubbed(row: Any, column: str, keep: frozenset[str] = frozenset()) -> None:
+            """Scrub one JSON column of a row (top-level keys in `keep` as they are)."""
             c = [0]
-            data = self.scrub(h.data, codes, c)
-            if c[0]:
-                h.data = data
-                s.add(h)
-            count("case_history.data", c[0])
-        c = [0]
-        attributes = self.scrub(case.attributes, codes, c)
-        if c[0]:
-            case.attributes = attributes
-            s.add(case)
-        count("cases.attributes", c[0])
-        for row in s.execute(sa.select(Outbox).where(Outbox.case_id == case_id)).scalars():
-            c = [0]
-            payload = {
-                k: (v if k in PAYLOAD_KEEP else self.scrub(v, codes, c))
-                for k, v in row.payload.items()
+            value = {
+                k: (v if k in keep else self.scrub(v, codes, c))
+                for k, v in (getattr(row, column) or {}).items()
             }
             if c[0]:
-                row.payload = payload
+                setattr(row, column, value)
                 s.add(row)
-            count("outbox.payload", c[0])
+            count(f"{type(row).__tablename__}.{column}", c[0])
+
+        for h in s.execute(sa.select(CaseHistory).where(CaseHistory.case_id == case_id)).scalars():
+            scrubbed(h, "data")
+        scrubbed(case, "attributes")
+        for row in s.execute(sa.select(Outbox).where(Outbox.case_id == case_id)).scalars():
+            scrubbed(row, "payload", PAYLOAD_KEEP)
         if case.referral_id is not None and not self._still_kept(
             s, Case.referral_id == case.referral_id, case_id
         ):  # onward cases share their referral: it goes with the last of them
