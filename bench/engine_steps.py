@@ -45,6 +45,31 @@ STEPS = [
 BPMN_TASKS = ["screen", "request_checks", "record_police", "record_health", "complete", "decide"]
 
 
+PASSWORD = "bench password 123"
+REFERRAL = {"subject": {"given_name": "Bench", "family_name": "Case",
+                        "date_of_birth": "2012-01-01"},
+            "concerns": ["neglect"], "summary": "bench", "consent": "given"}  # fmt: skip
+
+
+def add_people(rt) -> dict:
+    """The referrer, MASH officer and MASH manager every bench uses, as actors."""
+    actors = {}
+    with rt.db.transaction() as s:
+        for name, role in (("referrer", "practitioner"), ("officer", "mash_officer"),
+                           ("manager", "mash_manager")):  # fmt: skip
+            user = rt.accounts.add_user(
+                s, username=name, password=PASSWORD, roles=[role], agency="Bench",
+                agency_kind="education",
+            )  # fmt: skip
+            actors[name] = rt.accounts.actor_for_user(s, user.id, source="api", request_id=None)
+    return actors
+
+
+def open_cases(rt, referrer, n: int) -> list[int]:
+    """`n` MASH cases, each from a referral, as the referral form opens them."""
+    return [rt.referrals.create(referrer, REFERRAL)["case_id"] for _ in range(n)]
+
+
 def _durable(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -66,23 +91,8 @@ class EngineRun:
         )
         self.rt = rt = Runtime.build(settings)
         rt.start()
-        self.actors = {}
-        with rt.db.transaction() as s:
-            for name, role in (("referrer", "practitioner"), ("officer", "mash_officer"),
-                               ("manager", "mash_manager")):  # fmt: skip
-                user = rt.accounts.add_user(
-                    s, username=name, password="bench password 123", roles=[role],
-                    agency="Bench", agency_kind="education",
-                )  # fmt: skip
-                self.actors[name] = rt.accounts.actor_for_user(
-                    s, user.id, source="api", request_id=None
-                )
-        body = {"subject": {"given_name": "Bench", "family_name": "Case",
-                            "date_of_birth": "2012-01-01"},
-                "concerns": ["neglect"], "summary": "bench", "consent": "given"}  # fmt: skip
-        self.ids = [
-            rt.referrals.create(self.actors["referrer"], body)["case_id"] for _ in range(cases)
-        ]
+        self.actors = add_people(rt)
+        self.ids = open_cases(rt, self.actors["referrer"], cases)
 
     def run(self, lo: int, hi: int) -> None:
         fire, actors = self.rt.engine.fire, self.actors

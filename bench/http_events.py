@@ -30,10 +30,9 @@ from urllib.parse import urlencode
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from engine_steps import STEPS  # noqa: E402
+from engine_steps import PASSWORD, STEPS, add_people, open_cases  # noqa: E402
 
 SECRETS = {"REFERRAL_ENGINE_SECRET_KEY": "s" * 40, "REFERRAL_ENGINE_AUDIT_KEY": "a" * 40}
-PASSWORD = "bench password 123"
 
 
 def _free_port() -> int:
@@ -56,19 +55,8 @@ def prepare_product(db: Path, cases: int) -> list[int]:
                  password_hasher="argon2-fast")
     )  # fmt: skip
     rt.start()
-    actors = {}
-    with rt.db.transaction() as s:
-        for name, role in (("referrer", "practitioner"), ("officer", "mash_officer"),
-                           ("manager", "mash_manager")):  # fmt: skip
-            user = rt.accounts.add_user(
-                s, username=name, password=PASSWORD, roles=[role], agency="Bench",
-                agency_kind="education",
-            )  # fmt: skip
-            actors[name] = rt.accounts.actor_for_user(s, user.id, source="api", request_id=None)
-    body = {"subject": {"given_name": "Bench", "family_name": "Case",
-                        "date_of_birth": "2012-01-01"},
-            "concerns": ["neglect"], "summary": "bench", "consent": "given"}  # fmt: skip
-    ids = [rt.referrals.create(actors["referrer"], body)["case_id"] for _ in range(cases)]
+    actors = add_people(rt)
+    ids = open_cases(rt, actors["referrer"], cases)
     rt.stop()
     dispose_all()
     return ids

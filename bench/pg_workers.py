@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from engine_steps import STEPS  # noqa: E402
+from engine_steps import STEPS, add_people, open_cases  # noqa: E402
 
 SERVER = os.environ.get(
     "REFERRAL_ENGINE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:54329/postgres"
@@ -58,21 +58,9 @@ def prepare(url: str, cases: int) -> tuple[list[int], dict[str, int]]:
     upgrade(url)
     rt = Runtime.build(_settings(url))
     rt.engine.register_versions()
-    users = {}
-    with rt.db.transaction() as s:
-        for name, role in (("referrer", "practitioner"), ("officer", "mash_officer"),
-                           ("manager", "mash_manager")):  # fmt: skip
-            user = rt.accounts.add_user(
-                s, username=name, password="bench password 123", roles=[role],
-                agency="Bench", agency_kind="education",
-            )  # fmt: skip
-            users[name] = user.id
-    with rt.db.reading() as s:
-        referrer = rt.accounts.actor_for_user(s, users["referrer"], source="api", request_id=None)
-    body = {"subject": {"given_name": "Bench", "family_name": "Case",
-                        "date_of_birth": "2012-01-01"},
-            "concerns": ["neglect"], "summary": "bench", "consent": "given"}  # fmt: skip
-    ids = [rt.referrals.create(referrer, body)["case_id"] for _ in range(cases)]
+    actors = add_people(rt)
+    users = {name: a.user_id for name, a in actors.items()}
+    ids = open_cases(rt, actors["referrer"], cases)
     rt.audit.run_sequencer(rt.db.engine)
     dispose_all()
     return ids, users
