@@ -19,7 +19,7 @@ from sqlmodel import Session
 from .access import Access, Actor
 from .audit import AuditLog
 from .clock import Clock
-from .db import Database, Statement
+from .db import Database, Statement, as_connection
 from .engine import Engine
 from .errors import DomainError, FieldError, Forbidden, InvalidData, NotFound
 from .models import Case, CaseHistory, Deadline, Person, Referral
@@ -122,7 +122,7 @@ class Cases:
     def describe(self, s: Session | Connection, actor: Actor, case: Any) -> dict[str, Any]:
         """The case page, for a `Case` or a row from `read_case`. Reads what is stored
         (the caller has no unflushed changes)."""
-        conn = s.connection() if isinstance(s, Session) else s
+        conn = as_connection(s)
         wf = self.engine.workflow_for(conn, case.workflow_version)
         now = self.clock.now()
         referral = (

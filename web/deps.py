@@ -25,12 +25,7 @@ async def token(request: Request, value: str | None = Depends(bearer)) -> str:
     return value
 
 
-def actor(request: Request, value: str | None = Depends(bearer)) -> Actor:
-    """The signed-in actor. Reads the token and the runtime itself rather than through
-    `token` and `runtime`: every API request resolves this, and each extra dependency
-    layer cost FastAPI measurable time per request (bench/README.md)."""
-    if not value:
-        raise Unauthorised("sign in first: send Authorization: Bearer <token>")
+def actor(request: Request, value: str = Depends(token)) -> Actor:
     rt: Runtime = request.app.state.runtime
     return rt.accounts.actor_from_token(
         value, source="api", request_id=getattr(request.state, "request_id", None)
