@@ -123,10 +123,14 @@ _INSERT_HISTORY = Statement(
 
 # What effects write, compiled once too. An open deadline is `open` or `breached`.
 _is_open = sa.or_(*(_deadline.c.status == s for s in OPEN_DEADLINE))
+_open_named = sa.and_(
+    _deadline.c.case_id == sa.bindparam("case_id"),
+    _deadline.c.name == sa.bindparam("dname"),
+    _is_open,
+)
 _RESET_DEADLINE = Statement(
     _deadline.update()
-    .where(_deadline.c.case_id == sa.bindparam("case_id"),
-           _deadline.c.name == sa.bindparam("dname"), _is_open)
+    .where(_open_named)
     .values(due_at=sa.bindparam("due_at"), label=sa.bindparam("label"),
             on_due=sa.bindparam("on_due"), warned_at=None)
 )  # fmt: skip
@@ -138,8 +142,7 @@ _INSERT_DEADLINE = Statement(
 )  # fmt: skip
 _MEET_DEADLINE = Statement(
     _deadline.update()
-    .where(_deadline.c.case_id == sa.bindparam("case_id"),
-           _deadline.c.name == sa.bindparam("dname"), _is_open)
+    .where(_open_named)
     .values(status="met", met_at=sa.bindparam("met_at"), late_reason=sa.bindparam("late_reason"))
 )  # fmt: skip
 _TELL_REFERRER = Statement(
