@@ -232,17 +232,21 @@ def users(runtime, client, staff) -> dict[str, Person]:
     return staff
 
 
+# The subject of the usual test referral.
+SUBJECT = {
+    "given_name": "Jo",
+    "family_name": "Bloggs",
+    "date_of_birth": "2012-05-01",
+    "gender": "female",
+    "address": "1 High Street",
+    "postcode": "AB1 2CD",
+}
+
+
 def referral_body(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "pathway": "mash",
-        "subject": {
-            "given_name": "Jo",
-            "family_name": "Bloggs",
-            "date_of_birth": "2012-05-01",
-            "gender": "female",
-            "address": "1 High Street",
-            "postcode": "AB1 2CD",
-        },
+        "subject": dict(SUBJECT),
         "concerns": ["neglect"],
         "summary": "Often hungry and tired at school.",
         "immediate_danger": False,

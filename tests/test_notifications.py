@@ -13,20 +13,12 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from conftest import csrf_of, make_settings
+from conftest import SUBJECT, csrf_of, make_settings
 from smtpbox import Mailbox, html_of, self_signed, text_of
 
 from referral_engine.models import Agency, Deadline, Outbox, User
 from referral_engine.notifications.delivery import Sender
 
-SUBJECT = {
-    "given_name": "Jo",
-    "family_name": "Bloggs",
-    "date_of_birth": "2012-05-01",
-    "gender": "female",
-    "address": "1 High Street",
-    "postcode": "AB1 2CD",
-}
 RATIONALE = "Father's drinking known to police; school attendance 61%"
 FEEDBACK = "Thank you: early help will contact the family."
 
