@@ -31,7 +31,7 @@ import pg_workers  # noqa: E402
 import scale  # noqa: E402
 
 SIZES = {
-    False: {"engine_cases": 200, "http_cases": 120, "scale": [10_000, 100_000],
+    False: {"engine_cases": 200, "http_cases": 240, "scale": [10_000, 100_000],
             "scale_reads": 100, "audit_rows": 1_000_000, "pg_cases_per_worker": 15},
     True: {"engine_cases": 1000, "http_cases": 480, "scale": [10_000, 100_000, 1_000_000],
            "scale_reads": 300, "audit_rows": 10_000_000, "pg_cases_per_worker": 60},

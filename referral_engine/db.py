@@ -114,6 +114,15 @@ class Database:
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
 
+    @property
+    def writers_at_once(self) -> int:
+        """How many writing requests are worth running at once in one process. SQLite
+        writes one transaction at a time, so beyond a second (preparing or answering
+        while the first writes) another thread only competes for the GIL: under eight
+        clients it raised the server's CPU a request by ~40% (bench/README.md). A
+        PostgreSQL server writes in parallel, up to the connection pool."""
+        return 2 if self.is_sqlite else self.engine.pool.size()
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commits on success, rolls back on any exception."""
