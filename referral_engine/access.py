@@ -41,7 +41,9 @@ class Actor:
     glass: frozenset[int] = frozenset()
     # Which of `grants` match each permission asked about: a page asks a dozen times,
     # and scanning every grant each time was a measurable part of answering a request.
-    # Fresh for every actor (`replace` included), so it can never outlive its grants.
+    # `Access.actor` hands every actor with the same roles and agency kind (so the same
+    # grants) one shared map; any other actor, `replace` included, starts a fresh one, so
+    # a map never serves grants other than those it was filled from.
     _matching: dict[str, tuple[Grant, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -92,6 +94,12 @@ class Access:
     def __init__(self, policy: Policy, pathways: frozenset[str] | set[str]):
         self.policy = policy
         self.pathways = frozenset(pathways)
+        # (roles, agency kind) -> the grants they give, and the permission map shared by
+        # every actor holding them (see `Actor._matching`).
+        self._grant_sets: dict[
+            tuple[tuple[str, ...], str | None],
+            tuple[tuple[Grant, ...], dict[str, tuple[Grant, ...]]],
+        ] = {}
 
     def actor(
         self,
@@ -107,15 +115,21 @@ class Access:
         request_id: str | None = None,
         glass: frozenset[int] = frozenset(),
     ) -> Actor:
-        grants = tuple(
-            g
-            for g in self.policy.grants_for(tuple(roles))
-            if not g.when_agency_kind or agency_kind in g.when_agency_kind
-        )
-        return Actor(
-            user_id, username, display_name, tuple(roles), agency_id, agency_name, agency_kind,
-            grants, source, request_id, frozenset(glass),
+        key = (tuple(roles), agency_kind)
+        known = self._grant_sets.get(key)
+        if known is None:
+            grants = tuple(
+                g
+                for g in self.policy.grants_for(key[0])
+                if not g.when_agency_kind or agency_kind in g.when_agency_kind
+            )
+            known = self._grant_sets[key] = (grants, {})
+        actor = Actor(
+            user_id, username, display_name, key[0], agency_id, agency_name, agency_kind,
+            known[0], source, request_id, frozenset(glass),
         )  # fmt: skip
+        object.__setattr__(actor, "_matching", known[1])  # frozen: set once, here
+        return actor
 
     def can(self, actor: Actor, permission: str, case: CaseLike | None = None) -> bool:
         """Whether `actor` holds `permission`, for this `case` when one is given.

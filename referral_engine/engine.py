@@ -290,7 +290,7 @@ class Engine:
                 f"the case is at version {row.version}, not {expected_version}: "
                 "someone else changed it; reload and try again"
             )
-        if event not in wf.machine.get_triggers(row.state):
+        if event not in wf.triggers(row.state):
             raise NotValidNow(f"{event} cannot happen while the case is {row.state}")
         clean = wf.schemas[event].validate(data)
         users = self._resolve_users(conn, wf, event, clean)

@@ -120,6 +120,12 @@ class Workflow:
     on_open: Planned
     machine: Machine = field(repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # The events each state accepts, asked of the machine once: it never changes once
+    # built, and `get_triggers` scans every event on each call (a fire asks once and the
+    # case page in its answer again: ~5% of the server's time, bench/README.md).
+    _from: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def pathway(self) -> str:
@@ -128,8 +134,21 @@ class Workflow:
     def permission(self, event: str) -> str:
         return self.definition.events[event].permission or f"{self.pathway}:case:{event}"
 
+    def triggers(self, state: str) -> tuple[str, ...]:
+        """Every event the machine accepts in `state`, the scheduler's included."""
+        return self._events_in(state)[0]
+
     def events_from(self, state: str) -> list[str]:
-        return [e for e in self.machine.get_triggers(state) if not self.definition.events[e].system]
+        """The events a person may fire in `state` (not the scheduler's own)."""
+        return list(self._events_in(state)[1])
+
+    def _events_in(self, state: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        got = self._from.get(state)
+        if got is None:
+            every = tuple(self.machine.get_triggers(state))
+            people = tuple(e for e in every if not self.definition.events[e].system)
+            got = self._from[state] = (every, people)
+        return got
 
     def needs_history(self, event: str) -> bool:
         """Whether the event's effects look at the person's other cases (a DASH
