@@ -1,15 +1,24 @@
-"""Writing requests enter the thread pool a few at a time (web/writes.py)."""
+"""Writers: requests enter the thread pool a few at a time (web/writes.py), and the SQLite
+writer keeps its connection between turns (`Database.writing`)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from referral_engine.db import Database
 from web.writes import run_writing
+
+
+def run_loop(coro):
+    """`asyncio.run` on a thread of its own: the browser tests' Playwright leaves an event
+    loop running on the main thread of the worker that ran them."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def test_no_more_writers_run_at_once_than_the_database_takes(db_url):
@@ -29,7 +38,7 @@ def test_no_more_writers_run_at_once_than_the_database_takes(db_url):
     async def main() -> list[int]:
         return await asyncio.gather(*(run_writing(db, work, n) for n in range(12)))
 
-    assert asyncio.run(main()) == [n * 2 for n in range(12)]
+    assert run_loop(main()) == [n * 2 for n in range(12)]
     assert most == db.writers_at_once
     assert db.writers_at_once == (2 if db.is_sqlite else db.engine.pool.size())
 
@@ -46,7 +55,7 @@ def test_an_error_in_the_work_reaches_the_caller_and_frees_its_place(db_url):
                 await run_writing(db, fail)
         return await run_writing(db, lambda: 7)
 
-    assert asyncio.run(main()) == 7
+    assert run_loop(main()) == 7
 
 
 def test_each_event_loop_has_its_own_gate(db_url):
@@ -60,4 +69,35 @@ def test_each_event_loop_has_its_own_gate(db_url):
         )
 
     for _ in range(2):
-        assert len(asyncio.run(busy())) == db.writers_at_once + 2
+        assert len(run_loop(busy())) == db.writers_at_once + 2
+
+
+def test_the_sqlite_writer_keeps_one_connection_and_a_failure_leaves_nothing(tmp_path):
+    """`Database.writing` on SQLite reuses one connection between turns; a turn that
+    fails is rolled back on it, and the next turn starts clean on the same connection."""
+    import sqlalchemy as sa
+
+    from referral_engine import db as dbmod
+
+    db = Database(f"sqlite:///{tmp_path / 'kept.db'}")
+    with db.writing() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (n INTEGER)")
+        first = conn
+    with pytest.raises(ValueError), db.writing() as conn:
+        assert conn is first
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        raise ValueError("refused")
+    with db.writing() as conn:
+        assert conn is first and conn.in_transaction()
+        conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+    with db.read_connection() as conn:
+        assert [r[0] for r in conn.execute(sa.text("SELECT n FROM t"))] == [2]
+    # Disposing of the engine (tests, the CLI) closes it; the next writer opens another.
+    db.engine.dispose()
+    assert first.closed and db.engine not in dbmod._kept
+    with db.writing() as conn:
+        assert conn is not first
+        conn.exec_driver_sql("INSERT INTO t VALUES (3)")
+    with db.read_connection() as conn:
+        assert [r[0] for r in conn.execute(sa.text("SELECT n FROM t ORDER BY n"))] == [2, 3]
+    db.engine.dispose()
