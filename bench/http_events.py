@@ -185,14 +185,18 @@ def run(cases: int = 120, clients: int = 8, rounds: int = 4, workdir: Path | Non
             per_round = len(ids) // rounds
             results: dict[str, dict] = {k: {"seconds": 0.0, "latencies": [], "errors": 0}
                                         for k in servers}  # fmt: skip
+            round_ratios = []
             for r in range(rounds):
                 chunk = ids[r * per_round : (r + 1) * per_round]
+                rate = {}
                 for kind, (_, port) in servers.items():
                     # The minimal endpoint checks no token and keeps no state: any ids do.
                     got = asyncio.run(phase(port, chunk, clients, tokens))
                     results[kind]["seconds"] += got["seconds"]
                     results[kind]["latencies"] += got["latencies"]
                     results[kind]["errors"] += got["errors"]
+                    rate[kind] = len(got["latencies"]) / got["seconds"]
+                round_ratios.append(round(rate["product"] / rate["minimal"], 3))
             rss = {kind: _peak_rss_mb(proc.pid) for kind, (proc, _) in servers.items()}
         finally:
             for proc, _ in servers.values():
@@ -211,6 +215,9 @@ def run(cases: int = 120, clients: int = 8, rounds: int = 4, workdir: Path | Non
             "peak_rss_mb": rss[kind],
         }
     out["product_vs_minimal"] = round(out["product"]["req_per_s"] / out["minimal"]["req_per_s"], 3)
+    # Each round's two phases ran back to back: how much the ratio moves from one pair to
+    # the next shows how far to trust the one above.
+    out["round_ratios"] = round_ratios
     return out
 
 

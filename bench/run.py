@@ -31,7 +31,7 @@ import pg_workers  # noqa: E402
 import scale  # noqa: E402
 
 SIZES = {
-    False: {"engine_cases": 200, "http_cases": 240, "scale": [10_000, 100_000],
+    False: {"engine_cases": 200, "http_cases": 480, "scale": [10_000, 100_000],
             "scale_reads": 100, "audit_rows": 1_000_000, "pg_cases_per_worker": 15},
     True: {"engine_cases": 1000, "http_cases": 480, "scale": [10_000, 100_000, 1_000_000],
            "scale_reads": 300, "audit_rows": 10_000_000, "pg_cases_per_worker": 60},
@@ -72,6 +72,14 @@ def table(results: dict) -> str:
             rows.append((f"http {kind}: req/s (p50, p95 ms)",
                          f"{k['req_per_s']:.0f} ({k['p50_ms']}, {k['p95_ms']})", ""))  # fmt: skip
         rows.append(("http product / minimal", f"{h['product_vs_minimal']:.2f}", ">= 0.40"))
+        if "round_ratios" in h:
+            rows.append(
+                (
+                    "http product / minimal, round by round",
+                    " ".join(f"{r:.2f}" for r in h["round_ratios"]),
+                    "",
+                )
+            )
         rows.append(("http product server peak RSS MB", f"{h['product']['peak_rss_mb']}", ""))
     for n, got in (results.get("scale") or {}).items():
         load = got["load"]

@@ -59,7 +59,9 @@ def create_app(
     )
     app.state.runtime = rt
     problems.install(app)
-    for module in (auth, referrals, cases, access, people, meetings, workflows, audit, reports,
+    # Routers are tried in this order, each a few tens of µs when it does not match: the
+    # busiest (cases: the queue, case pages, fired events) goes first (bench/README.md).
+    for module in (cases, referrals, auth, access, people, meetings, workflows, audit, reports,
                    notifications, exports):  # fmt: skip
         app.include_router(module.router)
     for router in PAGE_ROUTERS:
