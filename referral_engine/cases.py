@@ -31,6 +31,9 @@ _case, _deadline, _history = Case.__table__, Deadline.__table__, CaseHistory.__t
 _referral_t, _person_t = Referral.__table__, Person.__table__
 _REFERRAL_COLUMNS = tuple(c.name for c in _referral_t.c)
 _PERSON_COLUMNS = tuple(c.name for c in _person_t.c)
+# Where the person's columns, then the time in the state, start in that row.
+_PERSON_AT = len(_REFERRAL_COLUMNS)
+_SINCE_AT = _PERSON_AT + len(_PERSON_COLUMNS)
 # The rest of a case page's single values in one row: the referral, the person and since
 # when the case has been in its state (three statements before, each ~25 µs of the
 # busiest answer, bench/README.md). Bound by the caller's case, not joined from the
@@ -143,10 +146,9 @@ class Cases:
             {"case_id": case.id, "state": case.state, "referral_id": case.referral_id,
              "person_id": case.person_id},
         )  # fmt: skip
-        r, p = len(_REFERRAL_COLUMNS), len(_REFERRAL_COLUMNS) + len(_PERSON_COLUMNS)
-        referral = _named(_REFERRAL_COLUMNS, values[:r]) if case.referral_id else None
-        person = _named(_PERSON_COLUMNS, values[r:p]) if case.person_id else None
-        since = values[p]
+        referral = _named(_REFERRAL_COLUMNS, values[:_PERSON_AT])
+        person = _named(_PERSON_COLUMNS, values[_PERSON_AT:_SINCE_AT])
+        since = values[_SINCE_AT]
         deadlines = _READ_DEADLINES.rows(conn, {"case_id": case.id})
         events = self.engine.available_events(conn, actor, case)
         return {
@@ -301,7 +303,8 @@ class Cases:
                 where.append(sa.or_(Case.due_at.is_(None), Case.due_at >= now))
             if assigned_to_me:
                 where.append(Case.assigned_to_id == actor.user_id)
-            matching = sa.select(Case.id).where(*where).limit(COUNT_CAP + 1).subquery()
+            ids = sa.select(Case.id).where(*where)
+            matching = ids.limit(COUNT_CAP + 1).subquery()
             total = s.execute(sa.select(sa.func.count()).select_from(matching)).scalar() or 0
             capped = total > COUNT_CAP
             total = min(total, COUNT_CAP)
@@ -310,10 +313,7 @@ class Cases:
             # not rows with their joins (page 20 of a 10k queue: 5.3 ms of SQL, now 1.2).
             # Only the columns a queue row shows: whole ORM objects (with every JSON column
             # decoded) cost more than the page's query itself.
-            page = (
-                sa.select(Case.id).where(*where).order_by(*_QUEUE_ORDER)
-                .limit(limit).offset(offset).subquery()
-            )  # fmt: skip
+            page = ids.order_by(*_QUEUE_ORDER).limit(limit).offset(offset).subquery()
             rows = s.execute(
                 sa.select(*_QUEUE_COLUMNS)
                 .select_from(page)
@@ -474,16 +474,21 @@ def _queue_row(row: Any) -> tuple[SimpleNamespace, SimpleNamespace, SimpleNamesp
     """A queue row's case, person and referral columns, each by its own names."""
     c, p = len(_QUEUE_CASE), len(_QUEUE_CASE) + len(_QUEUE_PERSON)
     return (
-        SimpleNamespace(**dict(zip(_QUEUE_CASE, row[:c], strict=True))),
-        SimpleNamespace(**dict(zip(_QUEUE_PERSON, row[c:p], strict=True))),
-        SimpleNamespace(**dict(zip(_QUEUE_REFERRAL, row[p:], strict=True))),
+        _columns(_QUEUE_CASE, row[:c]),
+        _columns(_QUEUE_PERSON, row[c:p]),
+        _columns(_QUEUE_REFERRAL, row[p:]),
     )
 
 
+def _columns(names: tuple[str, ...], values: Any) -> SimpleNamespace:
+    """One table's columns of a joined row, by their own names."""
+    return SimpleNamespace(**dict(zip(names, values, strict=True)))
+
+
 def _named(names: tuple[str, ...], values: Any) -> SimpleNamespace | None:
-    """One table's columns of a joined row by their own names; None if the outer join
-    found no row (its id is NULL)."""
-    got = SimpleNamespace(**dict(zip(names, values, strict=True)))
+    """`_columns`, or None if the outer join found no row (its id is NULL: the case has
+    no referral or person, or its id names none)."""
+    got = _columns(names, values)
     return got if got.id is not None else None
 
 
