@@ -11,7 +11,7 @@ case a client) so that neither pays its first requests' one-off costs (compiling
 statements, filling caches) inside the figures. Reports requests per second, p50 and
 p95 latency, and the product server's peak RSS. Asserts nothing.
 
-    .venv/bin/python bench/http_events.py [--cases 120] [--clients 8]
+    .venv/bin/python bench/http_events.py [--cases 480] [--clients 8]
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run(cases: int = 120, clients: int = 8, rounds: int = 4, workdir: Path | None = None) -> dict:
+def run(cases: int = 480, clients: int = 8, rounds: int = 4, workdir: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         product_db, minimal_db = Path(tmp) / "product.db", Path(tmp) / "minimal.db"
         ids = prepare_product(product_db, cases + clients)
@@ -223,7 +223,7 @@ def run(cases: int = 120, clients: int = 8, rounds: int = 4, workdir: Path | Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cases", type=int, default=120)
+    parser.add_argument("--cases", type=int, default=480)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
     var = HERE.parent / "var"

@@ -72,14 +72,8 @@ def table(results: dict) -> str:
             rows.append((f"http {kind}: req/s (p50, p95 ms)",
                          f"{k['req_per_s']:.0f} ({k['p50_ms']}, {k['p95_ms']})", ""))  # fmt: skip
         rows.append(("http product / minimal", f"{h['product_vs_minimal']:.2f}", ">= 0.40"))
-        if "round_ratios" in h:
-            rows.append(
-                (
-                    "http product / minimal, round by round",
-                    " ".join(f"{r:.2f}" for r in h["round_ratios"]),
-                    "",
-                )
-            )
+        rounds = " ".join(f"{r:.2f}" for r in h["round_ratios"])
+        rows.append(("http product / minimal, round by round", rounds, ""))
         rows.append(("http product server peak RSS MB", f"{h['product']['peak_rss_mb']}", ""))
     for n, got in (results.get("scale") or {}).items():
         load = got["load"]
