@@ -63,13 +63,12 @@ def csrf_ok(request: Request, submitted: str | None) -> bool:
     return bool(expected) and bool(submitted) and hmac.compare_digest(expected, submitted or "")
 
 
-async def checked_form(request: Request) -> FormData:
-    """A posted form, refused before anything reads it unless it carries this session's
-    CSRF token (so no page handler can forget the check)."""
-    form = await request.form()
+def check_form(request: Request, form: FormData) -> None:
+    """Refuse a posted form unless it carries this session's CSRF token. Signed-in users'
+    forms are checked by `web.pages.base.posted` before their handler runs, so no
+    handler can forget it."""
     if not csrf_ok(request, str(form.get("csrf") or "")):
         raise Forbidden("the form's security token is missing or wrong; reload the page")
-    return form
 
 
 def secure(request: Request) -> bool:

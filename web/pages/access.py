@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import FormData
 
 from referral_engine.errors import FieldError, InvalidData
 from web import session
-from web.pages.base import redirect, render, signed_in
+from web.pages.base import posted, redirect, render, signed_in
 
 router = APIRouter(include_in_schema=False)
 
@@ -29,8 +30,10 @@ def reason_form(
 
 @router.post("/cases/{case_id}/access", response_class=HTMLResponse)
 async def open_with_reason(request: Request, case_id: int) -> Response:
-    actor = signed_in(request)
-    form = await session.checked_form(request)
+    return await posted(request, _open_with_reason, case_id)
+
+
+def _open_with_reason(request: Request, actor, form: FormData, case_id: int) -> Response:
     reason = str(form.get("reason") or "")
     try:
         session.runtime(request).break_glass.open(actor.via("web"), case_id, reason)
@@ -64,8 +67,10 @@ def review_queue(request: Request, reviewed: bool = False, done: int = 0) -> HTM
 
 @router.post("/review/access/{grant_id}", response_class=HTMLResponse)
 async def review(request: Request, grant_id: int) -> Response:
-    actor = signed_in(request)
-    form = await session.checked_form(request)
+    return await posted(request, _review, grant_id)
+
+
+def _review(request: Request, actor, form: FormData, grant_id: int) -> Response:
     note = str(form.get("note") or "")
     try:
         session.runtime(request).break_glass.review(actor.via("web"), grant_id, note)

@@ -12,11 +12,12 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import FormData
 
 from referral_engine.access import Actor
 from referral_engine.errors import InvalidData
 from web import session
-from web.pages.base import redirect, render, signed_in
+from web.pages.base import posted, redirect, render, signed_in
 
 router = APIRouter(include_in_schema=False)
 PAGE = 50
@@ -34,11 +35,6 @@ DONE = {
 
 def _actor(request: Request) -> Actor:
     return signed_in(request).via("web")
-
-
-async def _form(request: Request):
-    form = await session.checked_form(request)
-    return form
 
 
 def _options(request: Request) -> dict[str, Any]:
@@ -103,8 +99,11 @@ def new_user(request: Request) -> HTMLResponse:
 
 @router.post("/admin/users", response_class=HTMLResponse)
 async def create_user(request: Request) -> Response:
-    actor = _actor(request)
-    form = await _form(request)
+    return await posted(request, _create_user)
+
+
+def _create_user(request: Request, actor: Actor, form: FormData) -> Response:
+    actor = actor.via("web")
     rt = session.runtime(request)
     values: dict[str, Any] = {
         k: str(form.get(k) or "").strip()
@@ -155,8 +154,11 @@ def user_page(request: Request, user_id: int, done: str = "") -> HTMLResponse:
 
 @router.post("/admin/users/{user_id}", response_class=HTMLResponse)
 async def change_user(request: Request, user_id: int) -> Response:
-    actor = _actor(request)
-    form = await _form(request)
+    return await posted(request, _change_user, user_id)
+
+
+def _change_user(request: Request, actor: Actor, form: FormData, user_id: int) -> Response:
+    actor = actor.via("web")
     rt = session.runtime(request)
     change = str(form.get("change") or "")
     values: dict[str, Any] = {}

@@ -7,19 +7,22 @@ there, with source "web".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
+from starlette.datastructures import FormData
 
 from referral_engine.access import Actor
 from referral_engine.clock import LONDON
 from web import session
+from web.writes import run_writing
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 assert TEMPLATES.env.autoescape  # every template escapes what it shows
@@ -104,6 +107,30 @@ def signed_in(request: Request) -> Actor:
     if actor is None:
         raise SignInRequired()
     return actor
+
+
+async def posted(request: Request, handler: Callable[..., Response], *args: Any) -> Response:
+    """A signed-in user's form, answered without holding up the server's other requests.
+
+    Only reading the form happens on the event loop, where a slow client holds nothing
+    else up. The rest runs in the thread pool with the other writers (web/writes.py):
+    who is signed in (first, so a session that ran out mid-form signs in again rather
+    than failing the CSRF check), the form's CSRF token, then `handler(request, actor,
+    form, *args)`, which makes the change and builds the page. On the loop, a database
+    wait or a password hash (argon2: ~165 ms) would stall every request the server holds
+    (tests/test_off_the_loop.py).
+    """
+    form = await request.form()
+    db = session.runtime(request).db
+    return await run_writing(db, _signed_and_checked, handler, request, form, *args)
+
+
+def _signed_and_checked(
+    handler: Callable[..., Response], request: Request, form: FormData, *args: Any
+) -> Response:
+    actor = signed_in(request)
+    session.check_form(request, form)
+    return handler(request, actor, form, *args)
 
 
 _VOCAB: dict[int, dict[str, str]] = {}

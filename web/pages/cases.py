@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import FormData
 
 from referral_engine import dash as dash_rules
 from referral_engine.errors import (
@@ -19,7 +20,7 @@ from referral_engine.errors import (
 )
 from web import forms, session
 from web.pages.access import reason_form
-from web.pages.base import redirect, render, signed_in
+from web.pages.base import posted, redirect, render, signed_in
 
 router = APIRouter(include_in_schema=False)
 
@@ -121,8 +122,10 @@ def event_address(request: Request, case_id: int, event: str) -> Response:
 
 @router.post("/cases/{case_id}/events/{event}", response_class=HTMLResponse)
 async def fire(request: Request, case_id: int, event: str) -> Response:
-    actor = signed_in(request)
-    form = await session.checked_form(request)
+    return await posted(request, _fire, case_id, event)
+
+
+def _fire(request: Request, actor, form: FormData, case_id: int, event: str) -> Response:
     rt = session.runtime(request)
     values = forms.values_of(form)
     case = rt.cases.view(actor.via("web"), case_id)

@@ -14,11 +14,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import FormData
 
 from referral_engine.clock import LONDON
 from referral_engine.errors import FieldError, Forbidden, InvalidData
 from web import forms, session
-from web.pages.base import redirect, render, signed_in
+from web.pages.base import posted, redirect, render, signed_in
 
 router = APIRouter(include_in_schema=False)
 DEFAULT_CAPACITY = 20
@@ -97,8 +98,10 @@ def meetings(request: Request, created: int = 0) -> HTMLResponse:
 
 @router.post("/meetings", response_class=HTMLResponse)
 async def create_meeting(request: Request) -> Response:
-    actor = signed_in(request)
-    form = await session.checked_form(request)
+    return await posted(request, _create_meeting)
+
+
+def _create_meeting(request: Request, actor, form: FormData) -> Response:
     rt = session.runtime(request)
     values = forms.values_of(form)
     values.pop("csrf", None)

@@ -7,11 +7,12 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import FormData
 
 from referral_engine.errors import FieldError, InvalidData
 from web import session
 from web.api.exports import download
-from web.pages.base import redirect, render, signed_in
+from web.pages.base import posted, redirect, render, signed_in
 
 router = APIRouter(include_in_schema=False)
 
@@ -31,9 +32,12 @@ def notifications_page(request: Request) -> HTMLResponse:
 
 
 @router.post("/notifications/read")
-async def notifications_read(request: Request):
-    actor = signed_in(request).via("web")
-    form = await session.checked_form(request)
+async def notifications_read(request: Request) -> Response:
+    return await posted(request, _notifications_read)
+
+
+def _notifications_read(request: Request, actor, form: FormData) -> Response:
+    actor = actor.via("web")
     rt = session.runtime(request)
     raw = form.getlist("id")
     try:

@@ -9,10 +9,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import FormData
 
 from referral_engine.errors import Conflict, FieldError, InvalidData, NotFound
 from web import forms, session
-from web.pages.base import redirect, render, signed_in
+from web.pages.base import posted, redirect, render, signed_in
 
 router = APIRouter(include_in_schema=False)
 
@@ -68,8 +69,10 @@ def person_page(
 
 @router.post("/people/{person_id}/merge", response_class=HTMLResponse)
 async def merge(request: Request, person_id: int) -> Response:
-    actor = signed_in(request)
-    form = await session.checked_form(request)
+    return await posted(request, _merge, person_id)
+
+
+def _merge(request: Request, actor, form: FormData, person_id: int) -> Response:
     rt = session.runtime(request)
     values = forms.values_of(form)
     values.pop("csrf", None)
@@ -102,7 +105,9 @@ async def merge(request: Request, person_id: int) -> Response:
 
 @router.post("/people/merges/{merge_id}/undo", response_class=HTMLResponse)
 async def undo(request: Request, merge_id: int) -> Response:
-    actor = signed_in(request)
-    await session.checked_form(request)
+    return await posted(request, _undo, merge_id)
+
+
+def _undo(request: Request, actor, form: FormData, merge_id: int) -> Response:
     done = session.runtime(request).merges.undo(actor.via("web"), merge_id)
     return redirect(f"/people/{done['from_person_id']}?undone={merge_id}")

@@ -17,14 +17,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from referral_engine import dash as dash_rules
 from referral_engine.access import Actor
 from referral_engine.errors import FieldError, Forbidden, InvalidData
 from web import session
-from web.pages.base import redirect, render, signed_in
+from web.pages.base import posted, redirect, render, signed_in
 
 router = APIRouter(include_in_schema=False)
 
@@ -349,9 +348,7 @@ def new_referral(request: Request) -> HTMLResponse:
 
 @router.post("/referrals/new", response_class=HTMLResponse)
 async def send_referral(request: Request) -> Response:
-    actor = signed_in(request)
-    form = await session.checked_form(request)
-    return await run_in_threadpool(_send, request, actor, form)
+    return await posted(request, _send)
 
 
 def _send(request: Request, actor: Actor, form: FormData) -> Response:
