@@ -64,10 +64,10 @@ def prepare_product(db: Path, cases: int) -> list[int]:
     return ids
 
 
-def start(kind: str, db: Path) -> tuple[subprocess.Popen, int]:
+def start(kind: str, db: Path, hasher: str = "argon2-fast") -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = {**os.environ, **SECRETS, "DATABASE_URL": f"sqlite:///{db}",
-           "REFERRAL_ENGINE_PASSWORD_HASHER": "argon2-fast"}  # fmt: skip
+           "REFERRAL_ENGINE_PASSWORD_HASHER": hasher}  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "http_server.py"), kind, str(port), str(db)], env=env
     )

@@ -6,7 +6,7 @@ Benchmarks print figures; nothing here asserts a time. Each section runs its
 side-by-side comparison interleaved, so load from other users of the machine falls on
 both sides alike: the ratios are the result, the absolute figures are noise.
 
-    .venv/bin/python bench/run.py [--full] [--only engine,http,scale,audit,pg]
+    .venv/bin/python bench/run.py [--full] [--only engine,http,stall,scale,audit,pg]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import engine_steps  # noqa: E402
 import http_events  # noqa: E402
 import pg_workers  # noqa: E402
 import scale  # noqa: E402
+import signin_stall  # noqa: E402
 
 SIZES = {
     False: {"engine_cases": 200, "http_cases": 480, "scale": [10_000, 100_000],
@@ -75,6 +76,14 @@ def table(results: dict) -> str:
         rounds = " ".join(f"{r:.2f}" for r in h["round_ratios"])
         rows.append(("http product / minimal, round by round", rounds, ""))
         rows.append(("http product server peak RSS MB", f"{h['product']['peak_rss_mb']}", ""))
+    if st := results.get("stall"):
+        q, d = st["quiet"], st["during_sign_ins"]
+        rows.append(("API read p50/p95 ms, quiet", f"{q['p50_ms']} / {q['p95_ms']}", ""))
+        rows.append((f"API read p50/p95 ms, {st['sign_ins_per_s']} sign-ins/s",
+                     f"{d['p50_ms']} / {d['p95_ms']}", ""))  # fmt: skip
+        rows.append(
+            ("API read p95, during sign-ins / quiet", f"{st['p95_during_vs_quiet']:.2f}", "")
+        )
     for n, got in (results.get("scale") or {}).items():
         load = got["load"]
         figure = f"{load['seconds']} ({load['cases_per_s']}, {load['peak_rss_mb']})"
@@ -105,7 +114,7 @@ def table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--full", action="store_true")
-    parser.add_argument("--only", default="engine,http,scale,audit,pg")
+    parser.add_argument("--only", default="engine,http,stall,scale,audit,pg")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     args = parser.parse_args()
     size = SIZES[args.full]
@@ -117,6 +126,7 @@ def main() -> None:
     sections = {
         "engine": lambda: engine_steps.run(size["engine_cases"], workdir=var),
         "http": lambda: http_events.run(size["http_cases"], 8, workdir=var),
+        "stall": lambda: signin_stall.run(8.0, workdir=var),
         "scale": lambda: scale.run(size["scale"], size["scale_reads"], var),
         "audit": lambda: audit_verify.run(size["audit_rows"], var),
         "pg": lambda: pg_workers.run(size["pg_cases_per_worker"]),
