@@ -119,8 +119,11 @@ class Runtime:
         )
 
     def start(self) -> None:
-        """Register workflow versions; on PostgreSQL, start the audit sequencer."""
+        """Register workflow versions; on PostgreSQL, start the audit sequencer. A runtime
+        stopped and started again sequences again (tests share one runtime between
+        several servers, each starting and stopping it)."""
         self.engine.register_versions()
+        self._stop.clear()
         if not self.audit.link_inline and self._sequencer is None:
             self._sequencer = threading.Thread(
                 target=self._sequence_forever, name="audit-sequencer", daemon=True

@@ -729,6 +729,20 @@ def test_background_sequencer_links_pending_rows(runtime):
 
 @pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)],
                          indirect=True)  # fmt: skip
+def test_a_runtime_started_again_sequences_again(runtime):
+    """A test server's shutdown stops the shared runtime; the next one starts it again."""
+    runtime.stop()
+    runtime.start()
+    ids = record_rows(runtime, 3)
+    deadline = time.monotonic() + 10
+    while count(runtime, CHAIN) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(link.audit_id for link in links(runtime)) == sorted(ids)
+    assert count(runtime, PENDING) == 0
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)],
+                         indirect=True)  # fmt: skip
 def test_one_sequencer_at_a_time_on_postgres(settings, clock):
     from referral_engine.audit import SEQUENCER_LOCK_ID
 
