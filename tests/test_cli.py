@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import PG_URL, _pg_admin, _pg_url
 
 from referral_engine.db import normalise_url
 from referral_engine.demo import DEMO_USERS, SPECIALIST, STORIES
@@ -49,7 +50,6 @@ from referral_engine.pathways import Workflows
 from referral_engine.policies import load_policy
 from referral_engine.settings import PROJECT_ROOT
 
-PG_URL = os.environ.get("REFERRAL_ENGINE_TEST_PG_URL")
 CLI = Path(sys.executable).parent / "referral-engine"
 SECRET = "cli-test-secret-key-0123456789abcdef0123456789ab"
 AUDIT_KEY = "cli-test-audit-key-0123456789abcdef0123456789abc"
@@ -124,16 +124,6 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 # --- databases -------------------------------------------------------------------------
-
-
-def _pg_admin():
-    import psycopg
-
-    return psycopg.connect(PG_URL, autocommit=True)
-
-
-def _pg_url(name: str) -> str:
-    return sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_URL, START, add_user, make_settings, referral_body
+from conftest import START, _pg_admin, _pg_url, add_user, make_settings, referral_body
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -278,16 +278,6 @@ class Databases:
         name = sa.engine.make_url(url).database
         with _pg_admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _pg_admin():
-    import psycopg
-
-    return psycopg.connect(PG_URL, autocommit=True)
-
-
-def _pg_url(name: str) -> str:
-    return sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
 
 # --- the model -------------------------------------------------------------------------
