@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from engine_steps import PASSWORD, STEPS, add_people, open_cases  # noqa: E402
+from figures import percentiles_ms  # noqa: E402
 
 SECRETS = {"REFERRAL_ENGINE_SECRET_KEY": "s" * 40, "REFERRAL_ENGINE_AUDIT_KEY": "a" * 40}
 
@@ -205,13 +205,11 @@ def run(cases: int = 480, clients: int = 8, rounds: int = 4, workdir: Path | Non
     out: dict = {"clients": clients, "cases": per_round * rounds}
     for kind, got in results.items():
         lat = got["latencies"]
-        q = statistics.quantiles(lat, n=20, method="inclusive")
         out[kind] = {
             "requests": len(lat),
             "errors": got["errors"],
             "req_per_s": round(len(lat) / got["seconds"], 1),
-            "p50_ms": round(statistics.median(lat) * 1e3, 1),
-            "p95_ms": round(q[18] * 1e3, 1),
+            **percentiles_ms(lat),
             "peak_rss_mb": rss[kind],
         }
     out["product_vs_minimal"] = round(out["product"]["req_per_s"] / out["minimal"]["req_per_s"], 3)

@@ -30,6 +30,8 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+from figures import percentiles_ms
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -62,11 +64,6 @@ def load(url: str, n: int) -> dict:
         "cases_per_s": round(n / secs),
         "peak_rss_mb": round(usage.ru_maxrss / 1024),
     }
-
-
-def _percentiles(samples: list[float]) -> dict:
-    q = statistics.quantiles(samples, n=20, method="inclusive")
-    return {"p50_ms": round(statistics.median(samples) * 1e3, 2), "p95_ms": round(q[18] * 1e3, 2)}
 
 
 def reads(url: str, count: int, seed: int = 7) -> dict:
@@ -124,7 +121,7 @@ def reads(url: str, count: int, seed: int = 7) -> dict:
     # CPU ms: this process's own CPU per read (the wall time also holds the commit's
     # fsync of the read's audit row, and waiting for a core on a shared machine).
     return {
-        name: {**_percentiles(s), "cpu_p50_ms": round(statistics.median(cpu[name]) * 1e3, 2)}
+        name: {**percentiles_ms(s, 2), "cpu_p50_ms": round(statistics.median(cpu[name]) * 1e3, 2)}
         for name, s in samples.items()
     }
 

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import secrets
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from urllib.parse import urlencode
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from figures import percentiles_ms  # noqa: E402
 from http_events import Client, prepare_product, sign_in, start  # noqa: E402
 
 
@@ -76,11 +76,9 @@ async def _measure(port: int, token: str, case_id: int, seconds: float) -> dict:
     )
     out: dict = {"sign_ins": sign_ins, "sign_ins_per_s": round(sign_ins / seconds, 1)}
     for name, lat in (("quiet", quiet), ("during_sign_ins", busy)):
-        q = statistics.quantiles(lat, n=20, method="inclusive")
         out[name] = {
             "reads": len(lat),
-            "p50_ms": round(statistics.median(lat) * 1e3, 1),
-            "p95_ms": round(q[18] * 1e3, 1),
+            **percentiles_ms(lat),
             "max_ms": round(max(lat) * 1e3, 1),
         }
     ratio = out["during_sign_ins"]["p95_ms"] / out["quiet"]["p95_ms"]
