@@ -109,6 +109,15 @@ class _Model:
 Planned = list[tuple[str, Params]]
 
 
+@dataclass(frozen=True)
+class Labels:
+    events: dict[str, str] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
+    # event -> its data fields' labels
+    fields: dict[str, dict[str, str]] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class Workflow:
     definition: WorkflowDef
@@ -149,6 +158,33 @@ class Workflow:
             people = tuple(e for e in every if not self.definition.events[e].system)
             got = self._from[state] = (every, people)
         return got
+
+    @cached_property
+    def labels(self) -> Labels:
+        """What people call this pathway's events, states, fields and case attributes, so
+        a case's page and history show "RAG rating", not the code `rag`."""
+        events = self.definition.events
+        fields = {
+            name: {f: spec.label for f, spec in ev.data.items() if spec.label}
+            for name, ev in events.items()
+        }
+        # An attribute kept under its field's own name goes by that field's label. One
+        # kept under another name does not: the label was written for its form ("Reason",
+        # "Decision") and says less on the case record than the attribute's name does
+        # (`exit_reason`, `conclusive_grounds`).
+        attributes: dict[str, str] = {}
+        for event, planned in self.effects.items():
+            for name, params in planned:
+                if name == "set_attributes":
+                    for attribute, source in params.values.items():  # type: ignore[attr-defined]
+                        if attribute == source and source in fields.get(event, {}):
+                            attributes.setdefault(attribute, fields[event][source])
+        return Labels(
+            events={name: ev.label for name, ev in events.items()},
+            states={name: st.label for name, st in self.definition.states.items()},
+            fields=fields,
+            attributes=attributes,
+        )
 
     def needs_history(self, event: str) -> bool:
         """Whether the event's effects look at the person's other cases (a DASH

@@ -108,12 +108,17 @@ class ReferenceFile(Strict):
     fgm_duty_agency_kinds: dict[str, str]
 
     def labels(self) -> dict[str, str]:
-        """Every code's label in one lookup, for showing stored codes to people."""
+        """Every code's label in one lookup, for showing stored codes to people. A code in
+        several lists keeps the first list's label: the later lists that repeat codes say
+        something else of them (`fgm_duty_agency_kinds` names the professionals of an
+        agency kind, "Social care" for `children_social_care`)."""
         out: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, dict):
-                out.update({k: v for k, v in value.items() if isinstance(v, str)})
+                for k, v in value.items():
+                    if isinstance(v, str):
+                        out.setdefault(k, v)
         return out
 
 

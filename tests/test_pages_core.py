@@ -109,3 +109,40 @@ def test_queue_filters_and_order_match_the_api(browser_for, users, refer, fire):
     assert positions == sorted(positions) and api[0] == ids[2]
     red = officer.get("/queue?rag=red").text
     assert f'href="/cases/{ids[2]}"' in red and f'href="/cases/{ids[0]}"' not in red
+
+
+def test_codes_read_as_the_policy_words_them_and_entries_by_their_form_labels(
+    browser_for, refer, fire
+):
+    """What was chosen reads back as the policy words it ("Children's social care", a
+    lawful basis in full), in the forms and in the history, and each entry goes by its form
+    label ("RAG rating"), not the stored code ("rag")."""
+    case_id = refer()["case_id"]
+    fire(case_id, "officer", "screen", {"rag": "red", "rationale": "Hungry daily"})
+    officer = browser_for("officer")
+    page = officer.get(f"/cases/{case_id}").text
+    # the forms offer the policy's words
+    assert 'value="children_social_care"> Children&#39;s social care</label>' in page
+    assert ">Children Act 1989 s47 enquiry (public task)</option>" in page
+    assert "Children social care" not in page and ">Children act s47<" not in page
+    fire(case_id, "officer", "request_checks", {
+        "agencies": ["children_social_care", "voluntary"],
+        "lawful_basis": "children_act_s47", "recipient": "Duty team",
+    })  # fmt: skip
+    page = officer.get(f"/cases/{case_id}").text
+    # the case record: an attribute kept under its field's name goes by the field's label
+    assert "<dt>RAG rating</dt>" in page and "<dt>Rag</dt>" not in page
+    assert "<dt>Rag rationale</dt>" in page  # kept under another name: its own, tidied
+    # the history: each event and state by its label, each entry by its form label, each
+    # code by the policy's word
+    assert "<strong>Request agency checks</strong> → Information gathering" in page
+    assert '<span class="muted">RAG rating:</span> Red</div>' in page
+    assert '<span class="muted">Rationale for the rating:</span> Hungry daily</div>' in page
+    assert (
+        '<span class="muted">Agencies asked:</span> Children&#39;s social care, '
+        "Voluntary sector</div>" in page
+    )
+    assert (
+        '<span class="muted">Lawful basis for sharing:</span> '
+        "Children Act 1989 s47 enquiry (public task)</div>" in page
+    )

@@ -57,16 +57,40 @@ def duration(seconds: int | None) -> str:
     return f"overdue by {text}" if late else f"{text} left"
 
 
+def name(value: Any) -> str:
+    """A field's or attribute's name tidied for reading (`rag_rationale`: "Rag rationale").
+    Never looked up in the policy's codes: a field called `consent` is not the lawful
+    basis `consent`."""
+    return ("" if value is None else str(value)).replace("_", " ").capitalize()
+
+
 @pass_context
 def label(ctx, value: Any) -> str:
     """A stored code as people read it: the policy's label for it, else the code tidied."""
     if value is True or value is False:
         return "Yes" if value else "No"
     text = "" if value is None else str(value)
-    return (ctx.get("vocab") or {}).get(text) or text.replace("_", " ").capitalize()
+    return (ctx.get("vocab") or {}).get(text) or name(text)
 
 
-TEMPLATES.env.filters.update(when=when, day=day, duration=duration, label=label)
+@pass_context
+def shown(ctx, value: Any) -> str:
+    """A value someone entered, for reading back: codes by their policy label, yes/no for
+    true/false, lists joined; free text exactly as typed (never re-capitalised)."""
+    vocab = ctx.get("vocab") or {}
+    if value is True or value is False:
+        return "Yes" if value else "No"
+    if isinstance(value, dict):
+        return "; ".join(f"{name(k)}: {shown(ctx, v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(shown(ctx, v) for v in value)
+    text = "" if value is None else str(value)
+    return vocab.get(text, text)
+
+
+TEMPLATES.env.filters.update(
+    when=when, day=day, duration=duration, label=label, name=name, shown=shown
+)
 
 
 def nav(request: Request, actor: Actor | None) -> list[tuple[str, str]]:
@@ -164,6 +188,8 @@ def render(
         "path": request.url.path,
         "pathway_labels": {p: w.definition.label for p, w in rt.workflows.current.items()},
         "role_labels": {r: role.label for r, role in rt.policy.roles.items()},
+        # The policy's labels for stored codes, which the `label` filter looks up.
+        "vocab": _vocab(rt.policy.reference),
         # The unread count shown on every page (a count only: not audited as a read).
         "unread_notifications": rt.inbox.unread_count(actor) if actor else 0,
     }

@@ -18,6 +18,7 @@ from referral_engine.errors import (
     ReasonRequired,
     StaleVersion,
 )
+from referral_engine.pathways import Labels
 from web import forms, session
 from web.pages.access import reason_form
 from web.pages.base import posted, redirect, render, signed_in
@@ -75,12 +76,14 @@ def _page(
     history = rt.cases.history(actor.via("web"), case_id) if case["history_visible"] else None
     for ev in case["available_events"]:
         ev["fields"] = forms.fields_for(f"ev-{ev['event']}", ev["data"])
+    wf = rt.workflows.current.get(case["pathway"])
     return render(
         request, "case.html",
         {"title": f"Case {case_id}", "case": case, "history": history,
          "open_event": open_event, "values": values or {}, "errors": errors or [],
          "choices": _choices(request, actor, case), "dash": _dash(request, case),
          "flash": flash, "flash_kind": flash_kind,
+         "labels": wf.labels if wf else Labels(),
          "can_audit": rt.access.can(actor, "audit:log:view"),
          "lawful_bases": rt.policy.reference.lawful_bases,
          "agency_kinds": rt.policy.reference.agency_kinds},
