@@ -157,16 +157,19 @@ def _signed_and_checked(
     return handler(request, actor, form, *args)
 
 
-_VOCAB: dict[int, dict[str, str]] = {}
+# The loaded policy's reference and its labels, as one pair: the reference itself, not
+# its id(), so a policy loaded after another is freed can never be handed the old labels.
+_vocab_of: tuple[Any, dict[str, str]] = (None, {})
 
 
 def _vocab(reference) -> dict[str, str]:
     """The reference labels, built once per loaded policy rather than per page."""
-    key = id(reference)
-    if key not in _VOCAB:
-        _VOCAB.clear()
-        _VOCAB[key] = reference.labels()
-    return _VOCAB[key]
+    global _vocab_of
+    held, labels = _vocab_of
+    if held is not reference:
+        labels = reference.labels()
+        _vocab_of = (reference, labels)
+    return labels
 
 
 def render(
