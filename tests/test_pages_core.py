@@ -125,6 +125,9 @@ def test_codes_read_as_the_policy_words_them_and_entries_by_their_form_labels(
     assert 'value="children_social_care"> Children&#39;s social care</label>' in page
     assert ">Children Act 1989 s47 enquiry (public task)</option>" in page
     assert "Children social care" not in page and ">Children act s47<" not in page
+    # the queue's pathway filter names pathways as its table does
+    queue = officer.get("/queue").text
+    assert '<option value="mash">MASH front door</option>' in queue
     fire(case_id, "officer", "request_checks", {
         "agencies": ["children_social_care", "voluntary"],
         "lawful_basis": "children_act_s47", "recipient": "Duty team",
