@@ -1,13 +1,12 @@
-"""Alembic environment: one schema for SQLite and PostgreSQL, from referral_engine.models."""
+"""Alembic environment: one schema for SQLite and PostgreSQL, from referral_engine.storage.models."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlmodel import SQLModel
 
-from referral_engine import models  # noqa: F401  (registers the tables)
-from referral_engine.db import make_engine, normalise_url
 from referral_engine.settings import get_settings
+from referral_engine.storage.db import make_engine, normalise_url
 
 config = context.config
 target_metadata = SQLModel.metadata

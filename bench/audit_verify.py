@@ -34,7 +34,7 @@ def body_maker():
     """seq -> the canonical JSON body of a `case:view` row, as `audit.canonical` makes
     it, by filling a template (json.dumps for every row was most of the build time).
     The template is checked against `canonical` before use."""
-    from referral_engine.audit import canonical
+    from referral_engine.audit.log import canonical
 
     def doc(seq: int) -> dict:
         return {"uuid": f"{seq:032x}", "at": "2026-11-25T10:00:00+00:00",
@@ -65,8 +65,8 @@ def build(path: Path, rows: int) -> float:
     secondary indexes are built once at the end rather than row by row (the same
     indexes, from their own CREATE statements); the file is left in WAL mode as the
     product runs it."""
-    from referral_engine.audit import GENESIS, _checkpoint_row, link_hash
-    from referral_engine.migrate import upgrade
+    from referral_engine.audit.log import GENESIS, _checkpoint_row, link_hash
+    from referral_engine.storage.migrate import upgrade
 
     upgrade(f"sqlite:///{path}")
     start = time.perf_counter()
@@ -123,7 +123,7 @@ def _cpu() -> float:
 def measure(path: Path, workers: int | None = None, runs: int = 2) -> dict:
     import sqlalchemy as sa
 
-    from referral_engine.audit import MAX_WORKERS, _usable_cores, verify
+    from referral_engine.audit.log import MAX_WORKERS, _usable_cores, verify
 
     parallel = workers or min(_usable_cores(), MAX_WORKERS)
     engine = sa.create_engine(f"sqlite:///{path}")

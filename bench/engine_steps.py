@@ -80,9 +80,9 @@ def _durable(conn: sqlite3.Connection) -> None:
 
 class EngineRun:
     def __init__(self, workdir: Path, cases: int):
-        from referral_engine.migrate import upgrade
         from referral_engine.runtime import Runtime
         from referral_engine.settings import Settings
+        from referral_engine.storage.migrate import upgrade
 
         url = f"sqlite:///{workdir / 'engine.db'}"
         upgrade(url)

@@ -45,10 +45,10 @@ def _free_port() -> int:
 
 def prepare_product(db: Path, cases: int) -> list[int]:
     """Migrate, add the bench's users and open `cases` MASH cases (in this process)."""
-    from referral_engine.db import dispose_all
-    from referral_engine.migrate import upgrade
     from referral_engine.runtime import Runtime
     from referral_engine.settings import Settings
+    from referral_engine.storage.db import dispose_all
+    from referral_engine.storage.migrate import upgrade
 
     url = f"sqlite:///{db}"
     upgrade(url)

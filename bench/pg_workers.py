@@ -51,9 +51,9 @@ def _admin(sql: str) -> None:
 
 
 def prepare(url: str, cases: int) -> tuple[list[int], dict[str, int]]:
-    from referral_engine.db import dispose_all
-    from referral_engine.migrate import upgrade
     from referral_engine.runtime import Runtime
+    from referral_engine.storage.db import dispose_all
+    from referral_engine.storage.migrate import upgrade
 
     upgrade(url)
     rt = Runtime.build(_settings(url))
@@ -183,7 +183,7 @@ def run(cases_per_worker: int = 30, workers: tuple[int, ...] = (1, 4, 8)) -> dic
         stop.set()
         sequencer.join()
         verified = rt.verify_audit()
-        from referral_engine.db import dispose_all
+        from referral_engine.storage.db import dispose_all
 
         dispose_all()
     finally:

@@ -69,11 +69,11 @@ def load(url: str, n: int) -> dict:
 def reads(url: str, count: int, seed: int = 7) -> dict:
     import sqlalchemy as sa
 
-    from referral_engine import intake
-    from referral_engine.demo import FAMILY, GIVEN
-    from referral_engine.models import Case
+    from referral_engine.engine import intake
+    from referral_engine.ops.demo import FAMILY, GIVEN
     from referral_engine.runtime import Runtime
     from referral_engine.settings import Settings
+    from referral_engine.storage.models import Case
 
     os.environ.update(_env(url))
     rt = Runtime.build(Settings())
@@ -115,7 +115,7 @@ def reads(url: str, count: int, seed: int = 7) -> dict:
             call(i)
             samples[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - start_cpu)
-    from referral_engine.db import dispose_all
+    from referral_engine.storage.db import dispose_all
 
     dispose_all()
     # CPU ms: this process's own CPU per read (the wall time also holds the commit's

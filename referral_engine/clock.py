@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import holidays
 from dateutil.relativedelta import relativedelta
 
-from .policies import Sla
+from referral_engine.policies.policy import Sla
 
 LONDON = ZoneInfo("Europe/London")
 

@@ -7,28 +7,28 @@ import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from .access import Access
-from .accounts import Accounts
-from .audit import AuditLog, Verification, verify
-from .breakglass import BreakGlass
-from .cases import Cases
-from .clock import Clock
-from .db import Database
-from .engine import Engine
-from .exports import Exports
-from .meetings import Meetings
-from .merges import Merges
-from .notifications import Outbox
-from .notifications.delivery import Sender
-from .notifications.inbox import Inbox
-from .notifications.render import Renderer
-from .pathways import Workflows
-from .policies import Policy, load_policy
-from .referrals import Referrals
-from .reports import Reports
-from .retention import Retention, load_retention
-from .scheduler import Scheduler
-from .settings import Settings, get_settings
+from referral_engine.access.rules import Access
+from referral_engine.accounts.users import Accounts
+from referral_engine.audit.log import AuditLog, Verification, verify
+from referral_engine.casework.breakglass import BreakGlass
+from referral_engine.casework.cases import Cases
+from referral_engine.casework.meetings import Meetings
+from referral_engine.clock import Clock
+from referral_engine.engine.engine import Engine
+from referral_engine.notifications import Outbox
+from referral_engine.notifications.delivery import Sender
+from referral_engine.notifications.inbox import Inbox
+from referral_engine.notifications.render import Renderer
+from referral_engine.ops.retention import Retention, load_retention
+from referral_engine.ops.scheduler import Scheduler
+from referral_engine.pathways.definitions import Workflows
+from referral_engine.people.merges import Merges
+from referral_engine.policies.policy import Policy, load_policy
+from referral_engine.referrals.receive import Referrals
+from referral_engine.reports.exports import Exports
+from referral_engine.reports.kpis import Reports
+from referral_engine.settings import Settings, get_settings
+from referral_engine.storage.db import Database
 
 log = logging.getLogger(__name__)
 

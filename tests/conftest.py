@@ -24,12 +24,12 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from starlette.testclient import TestClient
 
-from referral_engine.access import Actor
+from referral_engine.access.rules import Actor
 from referral_engine.clock import FixedClock
-from referral_engine.db import dispose_all, get_engine
-from referral_engine.migrate import upgrade
 from referral_engine.runtime import Runtime
 from referral_engine.settings import Settings
+from referral_engine.storage.db import dispose_all, get_engine
+from referral_engine.storage.migrate import upgrade
 
 PG_URL = os.environ.get("REFERRAL_ENGINE_TEST_PG_URL")
 REQUIRE_PG = os.environ.get("REFERRAL_ENGINE_REQUIRE_PG") == "1"
@@ -267,7 +267,7 @@ def refer(runtime, staff):
 
 
 def case_version(rt: Runtime, case_id: int) -> int:
-    from referral_engine.models import Case
+    from referral_engine.storage.models import Case
 
     with rt.db.reading() as s:
         return s.get(Case, case_id).version
@@ -337,7 +337,7 @@ def cli(runtime, monkeypatch, capsys, tmp_path):
     installed script as a subprocess). Returns a CompletedProcess-like result."""
     import subprocess
 
-    from referral_engine.cli import main
+    from referral_engine.cli.main import main
     from referral_engine.settings import get_settings
 
     monkeypatch.setenv("DATABASE_URL", runtime.settings.database_url)

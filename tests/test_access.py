@@ -23,9 +23,9 @@ import yaml
 from conftest import PASSWORD, STAFF, add_user, csrf_of, make_settings, referral_body
 
 from referral_engine.errors import Forbidden, NotFound, ReasonRequired
-from referral_engine.models import AccessGrant, AuditEvent, Case
 from referral_engine.runtime import Runtime
 from referral_engine.settings import PROJECT_ROOT
+from referral_engine.storage.models import AccessGrant, AuditEvent, Case
 
 ADULT = {"given_name": "Callum", "family_name": "Reid", "date_of_birth": "1998-02-03",
          "gender": "male"}  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import PASSWORD, STAFF, START, add_user, referral_body
 
-from referral_engine.models import Case, Referral
+from referral_engine.storage.models import Case, Referral
 
 # START is Wednesday 25 November 2026 10:00 GMT: the MASH decision is due one working day on.
 DECISION_DUE = datetime.fromisoformat("2026-11-26T10:00:00+00:00")

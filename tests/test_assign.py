@@ -4,7 +4,7 @@ import pytest
 import sqlalchemy as sa
 
 from referral_engine.errors import Forbidden, InvalidData
-from referral_engine.models import Case, Outbox
+from referral_engine.storage.models import Case, Outbox
 
 
 def test_manager_assigns_to_officer_who_is_notified(runtime, refer, fire, staff):

@@ -26,12 +26,17 @@ import pytest
 import sqlalchemy as sa
 from conftest import AUDIT_KEY, PASSWORD, make_settings
 
-from referral_engine.access import Actor
-from referral_engine.audit import verify
+from referral_engine.access.rules import Actor
+from referral_engine.audit.log import verify
 from referral_engine.errors import DomainError
-from referral_engine.models import AuditChain, AuditCheckpoint, AuditEvent, AuditPending
 from referral_engine.runtime import Runtime
 from referral_engine.settings import PROJECT_ROOT
+from referral_engine.storage.models import (
+    AuditChain,
+    AuditCheckpoint,
+    AuditEvent,
+    AuditPending,
+)
 
 # The lawful basis and recipient each information request and answer records.
 ASKED = {"lawful_basis": "safeguarding", "recipient": "Partner agency leads"}
@@ -744,7 +749,7 @@ def test_a_runtime_started_again_sequences_again(runtime):
 @pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)],
                          indirect=True)  # fmt: skip
 def test_one_sequencer_at_a_time_on_postgres(settings, clock):
-    from referral_engine.audit import SEQUENCER_LOCK_ID
+    from referral_engine.audit.log import SEQUENCER_LOCK_ID
 
     rt = Runtime.build(settings, clock)
     record_rows(rt, 3)

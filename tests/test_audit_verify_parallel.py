@@ -31,7 +31,7 @@ from test_audit import (
     unguard,
 )
 
-from referral_engine import audit
+from referral_engine.audit import log as audit
 from referral_engine.runtime import Runtime
 
 EVERY = 5

@@ -17,9 +17,14 @@ import pytest
 import sqlalchemy as sa
 from conftest import PG_URL, make_settings
 
-from referral_engine.cli_ops import PG_DUMP_HELP
-from referral_engine.models import AuditEvent, Case, CaseHistory, Referral
+from referral_engine.cli.ops import PG_DUMP_HELP
 from referral_engine.runtime import Runtime
+from referral_engine.storage.models import (
+    AuditEvent,
+    Case,
+    CaseHistory,
+    Referral,
+)
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

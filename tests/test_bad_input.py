@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
 
-from referral_engine.cli import main
+from referral_engine.cli.main import main
 from referral_engine.settings import PROJECT_ROOT, get_settings
 
 EXAMPLES = 4

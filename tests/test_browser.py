@@ -503,7 +503,7 @@ def test_the_dash_score_can_be_checked_without_javascript(site):
 
 
 def test_forms_without_the_right_csrf_token_change_nothing(site, runtime, refer):
-    from referral_engine.models import Case, Referral
+    from referral_engine.storage.models import Case, Referral
 
     def count_referrals() -> int:
         with runtime.db.reading() as s:
@@ -580,7 +580,7 @@ def test_a_practitioner_has_no_link_to_and_no_page_of_the_queue_or_a_case(site, 
 
 
 def test_a_mash_officer_never_sees_a_channel_case(site, refer, fire, runtime):
-    from referral_engine.models import Case
+    from referral_engine.storage.models import Case
 
     subject = {"given_name": "Sami", "family_name": "Okafor", "date_of_birth": "2008-02-03",
                "address": "9 Dock Road", "postcode": "AB9 9ZZ"}  # fmt: skip
@@ -637,7 +637,7 @@ def tab_to(page: Page, control_id: str, limit: int = 200) -> None:
 
 
 def test_the_referral_form_works_with_the_keyboard_alone(site, runtime):
-    from referral_engine.models import Referral
+    from referral_engine.storage.models import Referral
 
     teacher = site.as_user("teacher")
     teacher.goto("/referrals/new")
@@ -721,7 +721,7 @@ def seed_cases(runtime, staff, refer, fire) -> dict[str, int]:
     """A MASH case screened red, a MARAC case heard at a meeting, and their person."""
     from datetime import date
 
-    from referral_engine.models import Case
+    from referral_engine.storage.models import Case
 
     mash = refer(
         subject={"given_name": "Jo", "family_name": "Bloggs", "date_of_birth": "2012-05-01"},

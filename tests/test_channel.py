@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from conftest import PASSWORD, STAFF, add_user, referral_body
 from dateutil.relativedelta import relativedelta
 
-from referral_engine.models import Outbox as OutboxRow
+from referral_engine.storage.models import Outbox as OutboxRow
 
 PROBLEM = "application/problem+json"
 CHANNEL_ROLES = {"prevent", "chair", "auditor"}

@@ -32,10 +32,13 @@ import pytest
 import sqlalchemy as sa
 from conftest import PG_URL, _pg_admin, _pg_url
 
-from referral_engine.db import normalise_url
-from referral_engine.demo import DEMO_USERS, SPECIALIST, STORIES
-from referral_engine.migrate import alembic_config
-from referral_engine.models import (
+from referral_engine.ops.demo import DEMO_USERS, SPECIALIST, STORIES
+from referral_engine.pathways.definitions import Workflows
+from referral_engine.policies.policy import load_policy
+from referral_engine.settings import PROJECT_ROOT
+from referral_engine.storage.db import normalise_url
+from referral_engine.storage.migrate import alembic_config
+from referral_engine.storage.models import (
     AuditChain,
     AuditEvent,
     Case,
@@ -46,9 +49,6 @@ from referral_engine.models import (
     User,
     UserRole,
 )
-from referral_engine.pathways import Workflows
-from referral_engine.policies import load_policy
-from referral_engine.settings import PROJECT_ROOT
 
 CLI = Path(sys.executable).parent / "referral-engine"
 SECRET = "cli-test-secret-key-0123456789abcdef0123456789ab"

@@ -24,7 +24,7 @@ from referral_engine.clock import (
     next_working_day,
     working_days_between,
 )
-from referral_engine.policies import Sla
+from referral_engine.policies.policy import Sla
 
 LONDON = ZoneInfo("Europe/London")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from referral_engine.errors import DefinitionError
-from referral_engine.pathways import Workflows, compile_workflow
-from referral_engine.policies import load_policy
+from referral_engine.pathways.definitions import Workflows, compile_workflow
+from referral_engine.policies.policy import load_policy
 from referral_engine.settings import PROJECT_ROOT
 
 WORKFLOWS = PROJECT_ROOT / "workflows"

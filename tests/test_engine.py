@@ -17,7 +17,9 @@ import sqlalchemy as sa
 from conftest import START, add_user, make_settings, referral_body
 
 from referral_engine.errors import InvalidData, NotValidNow, StaleVersion
-from referral_engine.models import (
+from referral_engine.runtime import Runtime
+from referral_engine.settings import PROJECT_ROOT
+from referral_engine.storage.models import (
     AuditEvent,
     Case,
     CaseHistory,
@@ -26,8 +28,6 @@ from referral_engine.models import (
     Referral,
     WorkflowVersion,
 )
-from referral_engine.runtime import Runtime
-from referral_engine.settings import PROJECT_ROOT
 
 # The lawful basis and recipient each information request and answer records.
 ASKED = {"lawful_basis": "safeguarding", "recipient": "Partner agency leads"}

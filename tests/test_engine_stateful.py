@@ -40,7 +40,6 @@ from hypothesis.stateful import (
 )
 
 from referral_engine.clock import FixedClock
-from referral_engine.db import dispose_all
 from referral_engine.errors import (
     DomainError,
     Forbidden,
@@ -49,9 +48,17 @@ from referral_engine.errors import (
     NotValidNow,
     StaleVersion,
 )
-from referral_engine.models import AuditEvent, Case, CaseHistory, Deadline, Outbox, Referral
 from referral_engine.runtime import Runtime
 from referral_engine.settings import PROJECT_ROOT
+from referral_engine.storage.db import dispose_all
+from referral_engine.storage.models import (
+    AuditEvent,
+    Case,
+    CaseHistory,
+    Deadline,
+    Outbox,
+    Referral,
+)
 
 # The lawful basis and recipient each information request and answer records.
 ASKED = {"lawful_basis": "safeguarding", "recipient": "Partner agency leads"}

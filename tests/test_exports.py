@@ -17,9 +17,14 @@ import sqlalchemy as sa
 from conftest import AUDIT_KEY, SECRET
 
 from referral_engine.errors import Forbidden, InvalidData
-from referral_engine.exports import Table, flatten, to_csv, to_xlsx
-from referral_engine.models import AuditEvent
+from referral_engine.reports.exports import (
+    Table,
+    flatten,
+    to_csv,
+    to_xlsx,
+)
 from referral_engine.settings import get_settings
+from referral_engine.storage.models import AuditEvent
 
 FROM, TO = date(2026, 11, 1), date(2026, 11, 30)
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -217,7 +222,7 @@ def test_api_and_dashboard_downloads(runtime, world, users, browser_for):
 
 
 def test_cli_writes_a_spreadsheet_that_opens(runtime, world, settings, tmp_path, monkeypatch):
-    from referral_engine.cli import main
+    from referral_engine.cli.main import main
 
     for name, value in (("DATABASE_URL", settings.database_url),
                         ("REFERRAL_ENGINE_SECRET_KEY", SECRET),

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from conftest import PASSWORD, STAFF, START, add_user, referral_body
 from dateutil.relativedelta import relativedelta
 
-from referral_engine.models import Outbox
+from referral_engine.storage.models import Outbox
 
 YOUTH = {
     "given_name": "Tyrese",

@@ -17,10 +17,15 @@ import pytest
 from conftest import PASSWORD, STAFF, add_user, make_settings, referral_body
 from dateutil.relativedelta import relativedelta
 
-from referral_engine.errors import Forbidden, InvalidData, NotFound, NotValidNow
-from referral_engine.models import Case
+from referral_engine.errors import (
+    Forbidden,
+    InvalidData,
+    NotFound,
+    NotValidNow,
+)
 from referral_engine.runtime import Runtime
 from referral_engine.settings import PROJECT_ROOT
+from referral_engine.storage.models import Case
 
 OFFENDER = {
     "given_name": "Darren",

@@ -16,8 +16,13 @@ import sqlalchemy as sa
 from conftest import SUBJECT, csrf_of, make_settings
 from smtpbox import Mailbox, html_of, self_signed, text_of
 
-from referral_engine.models import Agency, Deadline, Outbox, User
 from referral_engine.notifications.delivery import Sender
+from referral_engine.storage.models import (
+    Agency,
+    Deadline,
+    Outbox,
+    User,
+)
 
 RATIONALE = "Father's drinking known to police; school attendance 61%"
 FEEDBACK = "Thank you: early help will contact the family."

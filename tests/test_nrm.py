@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import PASSWORD, STAFF, add_user, referral_body
 
-from referral_engine.models import Outbox as OutboxRow
+from referral_engine.storage.models import Outbox as OutboxRow
 
 PROBLEM = "application/problem+json"
 ADULT = {

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from conftest import PASSWORD, csrf_of, sign_in_page
 from starlette.testclient import TestClient
 
-from referral_engine.audit import rows_for
+from referral_engine.audit.log import rows_for
 from referral_engine.errors import Forbidden
-from referral_engine.models import AuditEvent, User
 from referral_engine.runtime import Runtime
+from referral_engine.storage.models import AuditEvent, User
 
 NEW_PASSWORD = "a brand new long passphrase"
 

@@ -360,7 +360,7 @@ def test_manager_merges_two_records_and_undoes_it(browser_for, refer, runtime):
 
 
 def _person_of(runtime, case_id: int) -> int:
-    from referral_engine.models import Case
+    from referral_engine.storage.models import Case
 
     with runtime.db.reading() as s:
         return s.get(Case, case_id).person_id

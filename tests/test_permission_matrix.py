@@ -32,13 +32,13 @@ from conftest import PASSWORD, PG_URL, STAFF, START, _pg_admin, _pg_url, add_use
 from conftest import referral_body as base_referral
 from starlette.testclient import TestClient
 
-from referral_engine.access import SYSTEM
+from referral_engine.access.rules import SYSTEM
 from referral_engine.clock import FixedClock
-from referral_engine.db import dispose_all, get_engine
 from referral_engine.errors import DomainError
-from referral_engine.models import Case, Referral
-from referral_engine.pathways import event_routes
+from referral_engine.pathways.definitions import event_routes
 from referral_engine.runtime import Runtime
+from referral_engine.storage.db import dispose_all, get_engine
+from referral_engine.storage.models import Case, Referral
 
 FAR_AHEAD = 10**6  # an expected_version no case has: an allowed change answers 409
 PEOPLE: dict[str, tuple[list[str], str, str]] = {

@@ -31,7 +31,14 @@ import sqlalchemy as sa
 from conftest import AUDIT_KEY, PASSWORD, SECRET, START, free_port, referral_body
 from test_cli import CLI, cli_env
 
-from referral_engine.models import AuditEvent, Case, CaseHistory, Deadline, Outbox, Referral
+from referral_engine.storage.models import (
+    AuditEvent,
+    Case,
+    CaseHistory,
+    Deadline,
+    Outbox,
+    Referral,
+)
 
 THREADS = 8
 

@@ -20,7 +20,11 @@ from conftest import START
 from dateutil.relativedelta import relativedelta
 
 from referral_engine.errors import DefinitionError, InvalidData, NotFound
-from referral_engine.models import (
+from referral_engine.ops.retention import ERASED, load_retention
+from referral_engine.pathways.definitions import Workflows
+from referral_engine.policies.policy import load_policy
+from referral_engine.settings import PROJECT_ROOT
+from referral_engine.storage.models import (
     AuditEvent,
     Case,
     CaseHistory,
@@ -30,10 +34,6 @@ from referral_engine.models import (
     Person,
     Referral,
 )
-from referral_engine.pathways import Workflows
-from referral_engine.policies import load_policy
-from referral_engine.retention import ERASED, load_retention
-from referral_engine.settings import PROJECT_ROOT
 
 GIVEN, FAMILY, DOB = "Zebediah", "Quillfeather", "2013-07-19"
 SUMMARY = "Distinctive worry about <b>Zebediah</b> at breakfast club"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.dialects.sqlite.base import DATETIME
 
-from referral_engine.types import UTCDateTime
+from referral_engine.storage.columns import UTCDateTime
 
 DIALECT = sqlite.dialect()
 OURS = UTCDateTime().dialect_impl(DIALECT)

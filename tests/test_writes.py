@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from referral_engine.db import Database
+from referral_engine.storage.db import Database
 from web.writes import run_writing
 
 
@@ -77,7 +77,7 @@ def test_the_sqlite_writer_keeps_one_connection_and_a_failure_leaves_nothing(tmp
     fails is rolled back on it, and the next turn starts clean on the same connection."""
     import sqlalchemy as sa
 
-    from referral_engine import db as dbmod
+    from referral_engine.storage import db as dbmod
 
     db = Database(f"sqlite:///{tmp_path / 'kept.db'}")
     with db.writing() as conn:

@@ -79,3 +79,8 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext)
     return app
+
+
+def serve_app() -> FastAPI:
+    """The app `referral-engine serve` runs: settings from the environment, mail delivered."""
+    return create_app(settings=get_settings(), deliver=True)

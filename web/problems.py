@@ -12,7 +12,13 @@ from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from referral_engine.errors import DomainError, FieldError, InvalidData, Locked, Unauthorised
+from referral_engine.errors import (
+    DomainError,
+    FieldError,
+    InvalidData,
+    Locked,
+    Unauthorised,
+)
 
 MEDIA_TYPE = "application/problem+json"
 MAX_ID = 2**31 - 1  # the largest id either database stores (PostgreSQL INTEGER)

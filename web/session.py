@@ -16,8 +16,8 @@ import secrets
 from fastapi import Request, Response
 from starlette.datastructures import FormData
 
-from referral_engine import tokens
 from referral_engine.access import Actor
+from referral_engine.accounts import read_token
 from referral_engine.errors import Forbidden, Unauthorised
 
 COOKIE = "re_session"
@@ -50,7 +50,7 @@ def csrf_for(request: Request) -> str:
     token = session_token(request)
     if token:
         try:
-            claims = tokens.read(token, rt.accounts.secret, rt.clock.now())
+            claims = read_token(token, rt.accounts.secret, rt.clock.now())
         except Unauthorised:
             return ""
         key = rt.accounts.secret.encode()

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from referral_engine.db import Database
+from referral_engine.storage import Database
 
 T = TypeVar("T")
 

@@ -17,11 +17,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from ..db import Statement, as_connection
-from ..models import Agency, User, UserRole
-from ..models import Outbox as OutboxRow
-from ..policies import Policy
-from ..types import utcnow
+from referral_engine.policies.policy import Policy
+from referral_engine.storage.columns import utcnow
+from referral_engine.storage.db import Statement, as_connection
+from referral_engine.storage.models import Agency, User, UserRole
+from referral_engine.storage.models import Outbox as OutboxRow
 
 _outbox = OutboxRow.__table__
 _COLUMNS = ("created_at", "kind", "recipient_user_id", "case_id", "referral_id", "payload",

@@ -26,12 +26,17 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from ..clock import Clock
-from ..db import Database
-from ..models import Outbox, User
-from ..settings import Settings
-from .mail import Mailer, PermanentFailure, build, message_id
-from .render import Renderer
+from referral_engine.clock import Clock
+from referral_engine.notifications.mail import (
+    Mailer,
+    PermanentFailure,
+    build,
+    message_id,
+)
+from referral_engine.notifications.render import Renderer
+from referral_engine.settings import Settings
+from referral_engine.storage.db import Database
+from referral_engine.storage.models import Outbox, User
 
 log = logging.getLogger(__name__)
 

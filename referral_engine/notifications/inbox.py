@@ -12,13 +12,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..access import Actor
-from ..audit import AuditLog
-from ..clock import Clock
-from ..db import Database
-from ..errors import FieldError, InvalidData, NotFound, Unauthorised
-from ..models import Outbox
-from .render import Renderer
+from referral_engine.access.rules import Actor
+from referral_engine.audit.log import AuditLog
+from referral_engine.clock import Clock
+from referral_engine.errors import (
+    FieldError,
+    InvalidData,
+    NotFound,
+    Unauthorised,
+)
+from referral_engine.notifications.render import Renderer
+from referral_engine.storage.db import Database
+from referral_engine.storage.models import Outbox
 
 MAX_LIMIT = 200
 

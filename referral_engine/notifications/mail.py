@@ -13,8 +13,8 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formataddr, parseaddr
 
-from ..settings import Settings
-from .render import Notice
+from referral_engine.notifications.render import Notice
+from referral_engine.settings import Settings
 
 
 class PermanentFailure(Exception):

@@ -19,9 +19,14 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlmodel import Session
 
-from ..clock import LONDON
-from ..models import Case, Outbox, Referral, User
-from ..policies import Policy
+from referral_engine.clock import LONDON
+from referral_engine.policies.policy import Policy
+from referral_engine.storage.models import (
+    Case,
+    Outbox,
+    Referral,
+    User,
+)
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from referral_engine.access import Actor
-from referral_engine.cases import read_case
+from referral_engine.casework import read_case
 from referral_engine.runtime import Runtime
 from web.deps import actor, runtime, signed_token
 from web.problems import RESPONSES

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from referral_engine.access import Actor
-from referral_engine.exports import Export
+from referral_engine.reports import Export
 from referral_engine.runtime import Runtime
 from web.deps import actor, runtime
 from web.problems import RESPONSES

@@ -21,7 +21,7 @@ from starlette.datastructures import FormData
 from referral_engine import audit
 from referral_engine.access import Actor
 from referral_engine.errors import FieldError, Forbidden, InvalidData
-from referral_engine.models import AuditEvent
+from referral_engine.storage.models import AuditEvent
 from web import session
 from web.pages.base import render, signed_in
 

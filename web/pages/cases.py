@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
-from referral_engine import dash as dash_rules
 from referral_engine.errors import (
     Forbidden,
     InvalidData,
@@ -19,6 +18,7 @@ from referral_engine.errors import (
     StaleVersion,
 )
 from referral_engine.pathways import Labels
+from referral_engine.policies import assess_dash
 from web import forms, session
 from web.pages.access import reason_form
 from web.pages.base import posted, redirect, render, signed_in
@@ -53,7 +53,7 @@ def _dash(request: Request, case: dict[str, Any]) -> dict[str, Any] | None:
     if not given or "dash" in case["attributes"]:
         return None
     rt = session.runtime(request)
-    return dash_rules.assess(
+    return assess_dash(
         rt.policy.dash, given, agency_kind=ref.get("agency_kind"),
         referred_at=datetime.fromisoformat(ref["received_at"]), last_marac_referral=None,
     )  # fmt: skip
@@ -94,7 +94,7 @@ def _page(
 def _permitted(rt, actor, case: dict[str, Any], event: str) -> bool:
     """Whether the event is one of the pathway's that policy lets `actor` fire on this case
     (in some state): if not, the answer is 403, not "not available now"."""
-    from referral_engine.models import Case
+    from referral_engine.storage.models import Case
 
     with rt.db.reading() as s:
         row = s.get(Case, case["id"])

@@ -11,7 +11,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
-from referral_engine.errors import Conflict, FieldError, InvalidData, NotFound
+from referral_engine.errors import (
+    Conflict,
+    FieldError,
+    InvalidData,
+    NotFound,
+)
 from web import forms, session
 from web.pages.base import posted, redirect, render, signed_in
 

@@ -4,7 +4,7 @@ The form only translates HTML's shapes into the JSON body the API takes (`Referr
 and hands it to the same service, `Referrals.create`, under a hidden per-form key so a
 double click refers once. The service validates; this page puts its field errors back
 beside the fields, with everything the user typed. "Check the DASH score" scores the
-answers with the same rules the engine uses (`referral_engine.dash.assess`) and sends
+answers with the same rules the engine uses (`referral_engine.policies.assess_dash`) and sends
 nothing, so the score is there without JavaScript too.
 """
 
@@ -19,9 +19,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
-from referral_engine import dash as dash_rules
 from referral_engine.access import Actor
 from referral_engine.errors import FieldError, Forbidden, InvalidData
+from referral_engine.policies import assess_dash
 from web import session
 from web.pages.base import posted, redirect, render, signed_in
 
@@ -328,7 +328,7 @@ def score_of(
     incidents = dash.get("police_incidents_12m")
     if not isinstance(incidents, int):
         dash["police_incidents_12m"] = 0
-    result = dash_rules.assess(
+    result = assess_dash(
         rt.policy.dash, dash, agency_kind=actor.agency_kind, referred_at=rt.clock.now(),
         last_marac_referral=None,
     )  # fmt: skip

@@ -1,0 +1,53 @@
+"""Password hashing (argon2id through passlib, maintained as `libpass`) and rules.
+
+"argon2-fast" keeps the argon2id scheme with the smallest cost, for tests only: the
+suite signs in thousands of times and 120 ms a hash would make it crawl.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from passlib.context import CryptContext
+
+from referral_engine.errors import FieldError, InvalidData
+
+
+@lru_cache
+def context(hasher: str) -> CryptContext:
+    if hasher == "argon2":
+        return CryptContext(schemes=["argon2"], argon2__type="ID")
+    if hasher == "argon2-fast":
+        return CryptContext(
+            schemes=["argon2"],
+            argon2__type="ID",
+            argon2__rounds=1,
+            argon2__memory_cost=8,
+            argon2__parallelism=1,
+        )
+    raise ValueError(f"unknown password hasher {hasher!r}")
+
+
+def hash_password(password: str, hasher: str) -> str:
+    return context(hasher).hash(password)
+
+
+def verify_password(password: str, hashed: str, hasher: str) -> bool:
+    try:
+        return context(hasher).verify(password, hashed)
+    except (ValueError, TypeError):
+        return False
+
+
+# A real hash to verify against when the username does not exist, so that a wrong
+# username costs as long as a wrong password and does not reveal which accounts exist.
+@lru_cache
+def dummy_hash(hasher: str) -> str:
+    return hash_password("no such user, constant-time padding", hasher)
+
+
+def check_password_rules(password: str, username: str, min_length: int) -> None:
+    if len(password) < min_length:
+        raise InvalidData(FieldError("password", f"must be at least {min_length} characters"))
+    if username and username.casefold() in password.casefold():
+        raise InvalidData(FieldError("password", "must not contain the username"))
