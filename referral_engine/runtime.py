@@ -29,6 +29,7 @@ from referral_engine.reports.exports import Exports
 from referral_engine.reports.kpis import Reports
 from referral_engine.settings import Settings, get_settings
 from referral_engine.storage.db import Database
+from referral_engine.store.changes import CaseStore
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class Runtime:
             scheduler=Scheduler(db, engine, policy, clock, audit, outbox),
             reports=reports,
             meetings=Meetings(db, access, workflows, clock, audit, engine.refused),
-            merges=Merges(db, access, clock, audit, engine.refused),
+            merges=Merges(db, access, clock, audit, CaseStore(audit), engine.refused),
             sender=Sender(db, clock, settings, renderer),
             inbox=Inbox(db, clock, audit, renderer),
             exports=Exports(db, access, policy, clock, audit, reports, cases, engine.refused),

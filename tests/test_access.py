@@ -62,9 +62,30 @@ def sign_in(person) -> None:
 
 
 def channel_case(runtime, staff) -> int:
+    """A Channel case Prevent referred straight into Channel: nobody else has a link to it."""
     body = referral_body(pathway="channel", subject=ADULT, concerns=["radicalisation"],
                          **NO_CONSENT)  # fmt: skip
     return runtime.referrals.create(staff["prevent"].actor, body)["case_id"]
+
+
+def onward_channel_case(runtime, staff) -> tuple[int, int]:
+    """A MASH case the manager decided with an onward referral to Channel: (the MASH case,
+    the Channel case). The manager reaches the Channel case only through that link."""
+    body = referral_body(subject=ADULT, concerns=["radicalisation"], **NO_CONSENT)
+    mash = runtime.referrals.create(staff["teacher"].actor, body)["case_id"]
+    officer, manager = staff["officer"].actor, staff["manager"].actor
+    for who, event, data in (
+        (officer, "screen", {"rag": "amber", "rationale": "Worrying online contact."}),
+        (officer, "refer_for_decision", {"rationale": "A Prevent matter."}),
+        (manager, "decide", {"outcome": "no_further_action", "onward": ["channel"],
+                             "rationale": "For Prevent.", "feedback_to_referrer": "Passed on."}),
+    ):  # fmt: skip
+        with runtime.db.reading() as s:
+            version = s.get(Case, mash).version
+        runtime.engine.fire(mash, event, who, data, version)
+    with runtime.db.reading() as s:
+        (channel,) = s.execute(sa.select(Case.id).where(Case.parent_case_id == mash)).scalars()
+    return mash, channel
 
 
 # --- opening a record with a reason ------------------------------------------------------
@@ -74,7 +95,7 @@ def test_opening_a_channel_record_needs_a_reason_lasts_a_while_and_is_reviewed(
     runtime, users, clock
 ):
     manager, chair, prevent = users["manager"], users["chair"], users["prevent"]
-    case_id = channel_case(runtime, users)
+    _, case_id = onward_channel_case(runtime, users)
     minutes = runtime.policy.rules.break_glass.minutes
 
     # Without a reason: 403 asking for one, and nothing of the case; absent from lists.
@@ -100,7 +121,8 @@ def test_opening_a_channel_record_needs_a_reason_lasts_a_while_and_is_reviewed(
     ok(manager.get(f"/api/cases/{case_id}/history"))
     body = {"event": "start_gateway", "data": {}, "expected_version": seen["version"]}
     problem(manager.post(f"/api/cases/{case_id}/events", json=body), 403)
-    assert case_id in {i["id"] for i in ok(manager.get("/api/cases"))["items"]}
+    # Opened to be read, not to be listed: the queue still leaves it out.
+    assert case_id not in {i["id"] for i in ok(manager.get("/api/cases"))["items"]}
     # Nobody else gains anything from the manager's grant.
     problem(users["officer"].get(f"/api/cases/{case_id}"), 404)
 
@@ -162,7 +184,7 @@ def test_a_grant_reads_one_record_and_counts_or_changes_nothing(runtime, staff, 
     from datetime import date
 
     mash_person = runtime.cases.view(staff["auditor"].actor, refer("teacher")["case_id"])
-    case_id = channel_case(runtime, staff)
+    _, case_id = onward_channel_case(runtime, staff)
     manager = staff["manager"].actor
     period = (date(2026, 11, 1), date(2026, 11, 30))
     before = runtime.reports.kpis(manager, *period)
@@ -171,14 +193,19 @@ def test_a_grant_reads_one_record_and_counts_or_changes_nothing(runtime, staff, 
         manager = runtime.accounts.actor_for_user(s, manager.user_id, source="api", request_id=None)
     channel_person = runtime.cases.view(manager, case_id)["person_id"]
     assert runtime.reports.kpis(manager, *period) == before
-    with pytest.raises(NotFound):
-        runtime.merges.merge(manager, channel_person, mash_person["person_id"], "same person")
+    # Merging the Channel subject's record moves what the manager sees in their own
+    # right (the MASH case) and neither moves nor names the Channel case.
+    merged = runtime.merges.merge(manager, channel_person, mash_person["person_id"], "same")
+    assert case_id not in merged["moved_cases"] and merged["moved_cases"]
+    assert str(case_id) not in json.dumps(merged)
+    with runtime.db.reading() as s:
+        assert s.get(Case, case_id).person_id == channel_person
     with pytest.raises(Forbidden):
         fire_as(runtime, manager, case_id, "start_gateway")
 
 
 def test_opening_with_a_reason_through_the_pages(runtime, staff, browser_for):
-    case_id = channel_case(runtime, staff)
+    _, case_id = onward_channel_case(runtime, staff)
     manager = browser_for("manager")
     page = manager.get(f"/cases/{case_id}")
     assert page.status_code == 403 and "Callum" not in page.text
@@ -231,6 +258,13 @@ def test_an_idva_reads_an_unallocated_case_only_with_a_reason_and_never_works_it
         visible = set(s.execute(sa.select(Case.id).where(runtime.access.visible_cases(idva)))
                       .scalars())  # fmt: skip
     assert visible == {mine}
+    # A case nothing links them to is not there at all; once a notice to them names it
+    # (here: it was allocated to them, then to a colleague), it may be opened with a reason.
+    with pytest.raises(NotFound):
+        runtime.cases.view(idva, other)
+    fire(other, "coordinator", "allocate_idva", {"user": "idva"})
+    add_user(runtime, "idva2", ["idva"], "Safer Homes", "voluntary")
+    fire(other, "coordinator", "allocate_idva", {"user": "idva2"})
     with pytest.raises(ReasonRequired):
         runtime.cases.view(idva, other)
     runtime.break_glass.open(idva, other, "Covering for my colleague while she is on leave")
@@ -397,3 +431,101 @@ def test_each_information_request_and_answer_records_its_lawful_basis_and_recipi
 
     assert escape(labels["children_act_s47"]) in section
     assert escape(labels["crime_and_disorder_s115"]) in section
+
+
+# --- nothing named, counted or linked (issue 16) -----------------------------------------
+
+
+def test_probing_ids_answers_the_same_for_unseen_and_missing_cases(runtime, users):
+    """A Channel case nobody linked the manager to answers exactly as an id that does not
+    exist: the API, the page and the opening all say 404, so ids cannot be enumerated."""
+    manager = users["manager"]
+    hidden = channel_case(runtime, users)
+    missing = hidden + 1000
+    for case_id in (hidden, missing):
+        answers = [
+            manager.get(f"/api/cases/{case_id}"),
+            manager.get(f"/api/cases/{case_id}/history"),
+            manager.post(f"/api/cases/{case_id}/access", json={"reason": REASON}),
+        ]
+        got = [(r.status_code, r.json()["type"]) for r in answers]
+        assert got == [(404, "urn:referral-engine:problem:not-found")] * 3, got
+    shapes = {
+        case_id: {k: v for k, v in problem(manager.get(f"/api/cases/{case_id}"), 404).items()
+                  if k not in ("detail", "instance", "request_id")}
+        for case_id in (hidden, missing)
+    }  # fmt: skip
+    assert shapes[hidden] == shapes[missing]
+
+
+def test_an_onward_channel_referral_is_offered_by_its_link_unnamed(runtime, users):
+    """The MASH manager who decided it learns only that an onward referral was made; they
+    may open it with a reason through the link on their own case, and only then is it
+    named. A MASH officer is offered nothing, and no pathway name leaks in the record."""
+    manager, officer = users["manager"], users["officer"]
+    mash_id, channel_id = onward_channel_case(runtime, users)
+    seen = ok(manager.get(f"/api/cases/{mash_id}"))
+    assert seen["linked_cases"] == [
+        {"relation": "onward", "visible": False, "link": 0, "open_with_reason": True}
+    ]
+    text = json.dumps(seen)
+    assert "channel" not in text.lower() and str(channel_id) not in json.dumps(seen["linked_cases"])
+    assert ok(officer.get(f"/api/cases/{mash_id}"))["linked_cases"] == [
+        {"relation": "onward", "visible": False}
+    ]
+    history = ok(officer.get(f"/api/cases/{mash_id}/history"))
+    assert "channel" not in json.dumps(history).lower()
+    # A link number that is not there, or a case the caller does not see: 404.
+    problem(manager.post(f"/api/cases/{mash_id}/links/5/access", json={"reason": REASON}), 404)
+    problem(officer.post(f"/api/cases/{mash_id}/links/0/access", json={"reason": REASON}), 404)
+    grant = ok(manager.post(f"/api/cases/{mash_id}/links/0/access", json={"reason": REASON}), 201)
+    assert grant["case_id"] == channel_id
+    assert ok(manager.get(f"/api/cases/{channel_id}"))["break_glass"] is True
+    # Opened records are read, not listed or counted.
+    assert channel_id not in {i["id"] for i in ok(manager.get("/api/cases"))["items"]}
+
+
+def test_a_reviewer_who_finds_an_opening_unjustified_ends_it(runtime, users):
+    manager, chair = users["manager"], users["chair"]
+    mash_id, channel_id = onward_channel_case(runtime, users)
+    grant = ok(manager.post(f"/api/cases/{mash_id}/links/0/access", json={"reason": REASON}), 201)
+    ok(manager.get(f"/api/cases/{channel_id}"))
+    done = ok(
+        chair.post(
+            f"/api/access/grants/{grant['id']}/review",
+            json={"note": "Not a Channel matter: no reason to open it.", "justified": False},
+        )
+    )
+    assert done["active"] is False
+    assert problem(manager.get(f"/api/cases/{channel_id}"), 403)["type"].endswith("reason-required")
+    reviews = audit_rows(runtime, "api:break_glass:review")
+    assert reviews[-1]["summary"]["justified"] is False and reviews[-1]["summary"]["ended"]
+
+
+def test_a_merge_is_a_recorded_change_of_each_case_it_moves(runtime, staff, refer):
+    """Each case a merge moves gets a new version, a history entry with the person before
+    and after, and an audit row naming it; the undo is recorded the same way. A Channel
+    case of the same record is neither moved nor named."""
+    manager = staff["manager"].actor
+    mash_id, channel_id = onward_channel_case(runtime, staff)
+    other = refer("teacher")["case_id"]
+    with runtime.db.reading() as s:
+        before = s.get(Case, mash_id).version
+        channel_version = s.get(Case, channel_id).version
+        source, into = s.get(Case, mash_id).person_id, s.get(Case, other).person_id
+    merged = runtime.merges.merge(manager, source, into, "Same child, two spellings")
+    assert merged["moved_cases"] == [mash_id]
+    history = runtime.cases.history(staff["auditor"].actor, mash_id)
+    assert history[-1]["event"] == "person_merged"
+    assert history[-1]["version"] == before + 1
+    assert history[-1]["data"] == {"before": {"person_id": source}, "after": {"person_id": into}}
+    moved = audit_rows(runtime, "api:case:person_merged")
+    assert [(r["case_id"], r["summary"]["version"]) for r in moved] == [(mash_id, before + 1)]
+    runtime.merges.undo(manager, merged["id"])
+    with runtime.db.reading() as s:
+        assert s.get(Case, mash_id).person_id == source
+        assert s.get(Case, mash_id).version == before + 2
+        assert s.get(Case, channel_id).person_id == source
+        assert s.get(Case, channel_id).version == channel_version
+    assert runtime.cases.history(staff["auditor"].actor, mash_id)[-1]["event"] == "person_unmerged"
+    assert runtime.verify_audit().ok

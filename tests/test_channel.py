@@ -10,6 +10,7 @@ meeting and report, including the MASH manager whose decision sent a case onward
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from conftest import PASSWORD, STAFF, add_user, referral_body
 from dateutil.relativedelta import relativedelta
 
+from referral_engine.access.rules import HIDDEN_PATHWAY
 from referral_engine.storage.models import Outbox as OutboxRow
 
 PROBLEM = "application/problem+json"
@@ -462,9 +464,9 @@ class TestInvisibility:
 
         # The MASH manager sees that an onward referral was made, and nothing of it.
         seen = case(manager, mash_case)
-        assert seen["linked_cases"] == [{"relation": "onward", "pathway": "channel",
-                                         "visible": False}]  # fmt: skip
-        assert seen["attributes"]["onward"] == ["channel"]
+        assert seen["linked_cases"] == [{"relation": "onward", "visible": False, "link": 0,
+                                         "open_with_reason": True}]  # fmt: skip
+        assert seen["attributes"]["onward"] == [HIDDEN_PATHWAY]
         assert ok(teacher.get(f"/api/referrals/{mash['id']}"))["outcome"] == "early_help"
 
         missing_title = problem(officer.get(f"/api/cases/{missing_case}"), 404)["title"]
@@ -482,12 +484,15 @@ class TestInvisibility:
                 asks = (person.get(f"/api/cases/{case_id}"),
                         person.get(f"/api/cases/{case_id}/history"),
                         person.post(f"/api/cases/{case_id}/events", json=body))  # fmt: skip
-                if who in BREAK_GLASS:
-                    # Policy lets them open it with a reason (break-glass): 403 asking for
-                    # one, never the case itself (test_access.py covers the rest).
-                    for r in asks:
+                if who in BREAK_GLASS and case_id == channel_from_mash:
+                    # Reached through the onward link of their own MASH case: reading asks
+                    # for a reason (break-glass); changing it is not there at all.
+                    for r in asks[:2]:
                         assert problem(r, 403)["type"].endswith(":reason-required"), who
+                    problem(asks[2], 404)
                     continue
+                # Everyone else, and anyone for a case no link of theirs leads to (the
+                # direct referral): 404, exactly as for a case that does not exist.
                 got = problem(asks[0], 404)
                 assert got["title"] == missing_title, who
                 problem(asks[1], 404)
@@ -558,9 +563,12 @@ class TestInvisibility:
         refused = problem(manager.get(f"/api/cases/{channel_id}"), 403)
         assert refused["type"].endswith(":reason-required")
         assert channel_id not in decided["opened_cases"], decided["opened_cases"]
+        # The answer says an onward referral was made, offered by its link, never by its
+        # id or pathway; the decision's own record no longer names Channel either.
         assert decided["case"]["linked_cases"] == [
-            {"relation": "onward", "pathway": "channel", "visible": False}
+            {"relation": "onward", "visible": False, "link": 0, "open_with_reason": True}
         ]
+        assert "channel" not in json.dumps(decided["case"]).lower()
 
     def test_an_earlier_channel_referral_does_not_make_a_visible_referral_a_repeat(self, users):
         """A person referred to Channel and then to MASH: the MASH referral must not point
@@ -572,7 +580,7 @@ class TestInvisibility:
         mash_view = case(officer, mash["case_id"])
         assert mash_view["person_id"] == chair_view["person_id"]  # the same person
 
-        assert mash["repeat"] is False, "the referrer is told of an invisible referral"
+        assert mash["repeat"] is None, "the referrer is told whether it is a repeat"
         full = ok(officer.get(f"/api/referrals/{mash['id']}"))
         assert full["repeat_of_referral_id"] != channel["id"]
         assert mash_view["attributes"]["repeat"] is False

@@ -244,3 +244,25 @@ def test_cli_writes_a_spreadsheet_that_opens(runtime, world, settings, tmp_path,
     finally:
         get_settings.cache_clear()
     assert exports_audited(runtime, "cli:export:kpis")[0]["summary"]["rows"] > 0
+
+
+def test_a_case_export_longer_than_any_page_or_cap_is_complete(runtime, staff, refer, monkeypatch):
+    """Exports walk every case by id (keyset pages), so the queue's count cap and its page
+    size never cut them short, and the audit row records the true number of rows. The cap
+    and the page are shrunk to 3 and 2 so that 7 cases cross both."""
+    from referral_engine.casework import cases as case_reads
+    from referral_engine.reports import exports as export_module
+
+    monkeypatch.setattr(case_reads, "COUNT_CAP", 3)
+    monkeypatch.setattr(export_module, "MAX_PAGE", 2)
+    made = [refer("teacher", subject={"given_name": f"Child{n}", "family_name": "Ng",
+                                      "date_of_birth": "2012-01-01"})["case_id"]
+            for n in range(7)]  # fmt: skip
+    manager = staff["manager"].actor
+    assert runtime.cases.queue(manager, limit=50)["total_capped"] is True
+    got = runtime.exports.cases(manager, "csv")
+    rows = csv_rows(got.content)
+    assert sorted(int(r[0]) for r in rows[1:]) == sorted(made)
+    assert got.rows == 7
+    (audit,) = exports_audited(runtime, "api:export:cases")
+    assert audit["summary"]["rows"] == 7

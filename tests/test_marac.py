@@ -280,9 +280,7 @@ class TestReferring:
         assert assessment["score"] == 14
         assert assessment["criteria"] == ["visible_high_risk"]
         assert marac["person_id"] == case(users["officer"], mash_id)["person_id"]
-        assert [(x["relation"], x["pathway"]) for x in marac["linked_cases"]] == [
-            ("parent", "mash")
-        ]
+        assert marac["linked_cases"] == [{"relation": "parent", "visible": False}]
         # The auditor sees both ends of the link.
         audited = case(users["auditor"], marac_id)
         assert [(x["relation"], x["id"]) for x in audited["linked_cases"]] == [("parent", mash_id)]
@@ -728,8 +726,9 @@ class TestIdva:
         assert outbox(runtime, mine, "case_allocated")[0].recipient_user_id == idva.user_id
 
         assert case(idva, mine)["state"] == "referred"
-        # Another IDVA's case: not shown, and opening it needs a reason (break-glass).
-        assert problem(idva.get(f"/api/cases/{other}"), 403)["type"].endswith(":reason-required")
+        # Another IDVA's case, which nothing links this IDVA to: not there at all (404, as
+        # for a case that does not exist), so ids cannot be probed.
+        assert problem(idva.get(f"/api/cases/{other}"), 404)["type"].endswith(":not-found")
         queue = ok(idva.get("/api/cases"))
         assert [c["id"] for c in queue["items"]] == [mine] and queue["total"] == 1
         queue = ok(idva.get("/api/cases", params={"pathway": "marac"}))
@@ -771,12 +770,12 @@ class TestIdva:
         )
         assert got["case"]["attributes"]["actions"][0]["status"] == "done"
         problem(fire(idva, mine, "close", {"summary": "not mine to close"}), 403)
-        # The other case is not theirs: every ask needs a reason first (break-glass).
+        # The other case is not theirs, and nothing links them to it: it is not there.
         version = case(coordinator, other)["version"]
         r = fire(idva, other, "add_action", action("voluntary", "x", TODAY), version)
-        assert problem(r, 403)["type"].endswith(":reason-required")
+        assert problem(r, 404)["type"].endswith(":not-found")
         r = idva.get(f"/api/cases/{other}/history")
-        assert problem(r, 403)["type"].endswith(":reason-required")
+        assert problem(r, 404)["type"].endswith(":not-found")
         assert case(coordinator, other)["version"] == version
 
 
@@ -849,7 +848,9 @@ class TestHappyPath:
         case_id = created["case_id"]
         seen = case(coordinator, case_id)
         assert seen["attributes"]["dash"]["version"] == "police_27"
-        assert [x["pathway"] for x in seen["linked_cases"]] == ["mash"]
+        # The child's MASH referral: the coordinator (no MASH rights) hears only that it
+        # was made.
+        assert seen["linked_cases"] == [{"relation": "onward", "visible": False}]
         names = [e["event"] for e in seen["available_events"]]
         assert {"accept", "decline", "allocate_idva"} <= set(names)
 

@@ -305,13 +305,18 @@ class Ask:
     anonymous: bool = False
 
 
-def gate(w: World, who: str, case_id: int) -> int | None:
-    """None if `who` may see the case; else 403 (policy lets them open it with a reason)
-    or 404 (as if it did not exist)."""
+def gate(w: World, who: str, case_id: int, *, reading: bool = True) -> int | None:
+    """None if `who` may see the case; else 403 (policy lets them open it with a reason,
+    and they reached it through a link of their own: only for reading) or 404 (as if it
+    did not exist)."""
     actor, row = w.actor(who), w.case(case_id)
     if w.rt.access.can_see(actor, row):
         return None
-    return 403 if w.rt.access.may_break_glass(actor, row) else 404
+    if reading and w.rt.access.may_break_glass(actor, row):
+        with w.rt.db.reading() as s:
+            if w.rt.access.linked_to_visible(s, actor, row):
+                return 403
+    return 404
 
 
 def can(w: World, who: str, permission: str, case_id: int | None = None) -> bool:
@@ -323,9 +328,11 @@ def yes_no(ok: bool, yes: int = 200, no: int = 403) -> int:
     return yes if ok else no
 
 
-def event_rule(w: World, who: str, case_id: int, event: str) -> int:
+def event_rule(w: World, who: str, case_id: int, event: str, *, page: bool = False) -> int:
+    """A change: 404 for a case the caller may not see, reachable or not (a reason opens a
+    record for reading only); the page reads the case first, so it asks for the reason."""
     wf = w.rt.workflows.get(w.case(case_id).pathway)
-    g = gate(w, who, case_id)
+    g = gate(w, who, case_id, reading=page)
     if g:
         return g
     system = wf.definition.events[event].system
@@ -359,7 +366,7 @@ def case_asks(
                   json=body)  # fmt: skip
     if first:
         yield Ask(who, "POST", f"/cases/{case_id}/events/{events[0]}",
-                  event_rule(w, who, case_id, events[0]),
+                  event_rule(w, who, case_id, events[0], page=True),
                   form={"expected_version": FAR_AHEAD}, page=True)  # fmt: skip
     referral_id = w.case(case_id).referral_id
     if referral_id:
@@ -489,6 +496,9 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/cases/{case_id}/events"): "case",
     ("GET", "/api/cases/{case_id}/history"): "case",
     ("POST", "/api/cases/{case_id}/access"): "break-glass",
+    ("POST", "/api/cases/{case_id}/links/{link}/access"): "break-glass",
+    ("GET", "/cases/{case_id}/links/{link}/access"): "break-glass",
+    ("POST", "/cases/{case_id}/links/{link}/access"): "break-glass",
     ("GET", "/api/access/grants"): "role",
     ("POST", "/api/access/grants/{grant_id}/review"): "role",
     ("GET", "/api/people/{person_id}"): "person",

@@ -12,6 +12,7 @@ read (view and history) that case, and nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -19,7 +20,10 @@ import sqlalchemy as sa
 
 from referral_engine.errors import NotFound, ReasonRequired
 from referral_engine.policies.policy import Grant, Policy
-from referral_engine.storage.models import Case
+from referral_engine.storage.models import Case, Outbox
+
+# What a reader who may not see a pathway reads in place of its name (`redact_pathways`).
+HIDDEN_PATHWAY = "another referral (not shown to you)"
 
 # What an open break-glass grant allows on its case: reading, never changing.
 GLASS_RESOURCES = ("case", "history")
@@ -178,18 +182,58 @@ class Access:
             replace(actor, glass=frozenset()), case
         )
 
-    def require_visible(self, actor: Actor, case: CaseLike | None, case_id: int) -> None:
-        """404 for a case the actor may not see (exactly as for one that does not exist),
-        unless policy lets them open it with a reason: then 403 asking for one."""
+    def require_visible(
+        self,
+        actor: Actor,
+        case: CaseLike | None,
+        case_id: int,
+        *,
+        reachable: Callable[[], bool] | None = None,
+    ) -> None:
+        """404 for a case the actor may not see, exactly as for one that does not exist.
+
+        The one exception is a case policy lets them open with a reason (break-glass) *and*
+        that they reached through a link they can already see (`reachable`: an onward or
+        parent case of one of their own). Only then is the answer 403 asking for a reason.
+        So probing ids tells an outsider nothing: an id they were never shown answers 404
+        whether it exists or not, whatever its pathway."""
         if case is not None and self.can_see(actor, case):
             return
-        if case is not None and self.may_break_glass(actor, case):
+        if (
+            case is not None
+            and reachable is not None
+            and self.may_break_glass(actor, case)
+            and reachable()
+        ):
             raise ReasonRequired(
                 f"case {case_id} is outside your need-to-know; give a reason to open it "
                 f'(POST {{"reason": ...}} to /api/cases/{case_id}/access). '
                 "Opening it is recorded and reviewed."
             )
         raise NotFound(f"case {case_id} not found")
+
+    def linked_to_visible(self, conn: Any, actor: Actor, case: CaseLike) -> bool:
+        """Whether `actor` reached `case` through a link they can already see: it is the
+        parent or an onward case of a case they see in their own right (not through a
+        break-glass grant), or a notice sent to them names it (an allocation, say). Only
+        such a record may be opened with a reason; any other answers 404."""
+        parent = getattr(case, "parent_case_id", None)
+        linked = Case.parent_case_id == case.id
+        if parent is not None:
+            linked = sa.or_(linked, Case.id == parent)
+        found = conn.execute(
+            sa.select(Case.id).where(linked, self.visible_cases(actor, glass=False)).limit(1)
+        ).first()
+        if found is not None:
+            return True
+        if actor.user_id is None:
+            return False
+        told = conn.execute(
+            sa.select(Outbox.id)
+            .where(Outbox.case_id == case.id, Outbox.recipient_user_id == actor.user_id)
+            .limit(1)
+        ).first()
+        return told is not None
 
     def visible_cases(
         self, actor: Actor, table: Any = Case, *, glass: bool = True
@@ -223,3 +267,23 @@ class Access:
 
     def visible_pathways(self, actor: Actor) -> list[str]:
         return [p for p in sorted(self.pathways) if self.can(actor, f"{p}:case:view")]
+
+    def redact_pathways(
+        self, actor: Actor, values: dict[str, Any] | None, names: frozenset[str]
+    ) -> dict[str, Any] | None:
+        """`values` (case attributes or an event's data) with every pathway the actor may
+        not see removed from the fields in `names` (`Workflow.pathway_fields`). What is
+        left in their place says only that another referral was made: not which pathway,
+        not how many (DESIGN.md: what MASH may know of an onward Channel referral)."""
+        if not values or not names:
+            return values
+        seen = set(self.visible_pathways(actor))
+        out = dict(values)
+        for name in names & out.keys():
+            value = out[name]
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or all(v in seen for v in items):
+                continue
+            kept = [v for v in items if v in seen]
+            out[name] = [*kept, HIDDEN_PATHWAY] if isinstance(value, list) else HIDDEN_PATHWAY
+        return out

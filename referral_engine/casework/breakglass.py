@@ -13,6 +13,7 @@ not review their own. The opening, each read made through it and each review are
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,49 +67,82 @@ class BreakGlass:
     # --- opening a record ----------------------------------------------------------------
 
     def open(self, actor: Actor, case_id: int, reason: str) -> dict[str, Any]:
-        """Grant `actor` read access to one case for the policy's time, for `reason`."""
+        """Grant `actor` read access to one case for the policy's time, for `reason`.
+
+        Only a case the actor reached through a link of their own (`Access.
+        linked_to_visible`); any other id is 404, whether or not it exists."""
         action = f"{actor.source}:case:break_glass"
-        reason = (reason or "").strip()
 
         def grant(s: Session) -> dict[str, Any]:
             case = s.get(Case, case_id)
             if case is None or not (
-                self.access.can_see(actor, case) or self.access.may_break_glass(actor, case)
+                self.access.can_see(actor, case)
+                or (
+                    self.access.may_break_glass(actor, case)
+                    and self.access.linked_to_visible(s, actor, case)
+                )
             ):
                 raise NotFound(f"case {case_id} not found")
-            if not self.access.may_break_glass(actor, case):
-                raise Conflict("you may already see this case: no reason is needed")
-            least = self.policy.rules.break_glass.reason_min_length
-            if len(reason) < least:
-                raise InvalidData(
-                    FieldError("reason", f"say why you need this record ({least}+ characters)")
-                )
-            if len(reason) > MAX_REASON:
-                raise InvalidData(FieldError("reason", f"must be at most {MAX_REASON} characters"))
-            now = self.clock.now()
-            row = AccessGrant(
-                user_id=actor.user_id,
-                case_id=case_id,
-                pathway=case.pathway,
-                reason=reason,
-                granted_at=now,
-                expires_at=now + timedelta(minutes=self.minutes),
-            )
-            s.add(row)
-            s.flush()
-            self.audit.record(
-                s, actor, action, target=f"case:{case_id}", case_id=case_id,
-                person_id=case.person_id,
-                # The reason stays in the grant's row (retention may erase it); the audit
-                # row names the grant, so the chain never holds free text.
-                summary={"grant": row.id, "pathway": case.pathway,
-                         "expires_at": row.expires_at.isoformat()},
-            )  # fmt: skip
-            return _grant(row, actor.display_name, None, now)
+            return self._grant(s, actor, case, reason, action)
 
-        return self._audited(
-            actor, action, grant, case_id=case_id, summary={"reason": reason[:MAX_REASON]}
+        return self._audited(actor, action, grant, case_id=case_id)
+
+    def open_linked(self, actor: Actor, case_id: int, link: int, reason: str) -> dict[str, Any]:
+        """Open, with a reason, the case behind link number `link` of a case the actor
+        sees (`Cases.describe`'s `linked_cases`): how the case page offers it without
+        ever naming the record before it is opened."""
+        action = f"{actor.source}:case:break_glass"
+
+        def grant(s: Session) -> dict[str, Any]:
+            here = s.get(Case, case_id)
+            if here is None or not self.access.can_see(replace(actor, glass=frozenset()), here):
+                raise NotFound(f"case {case_id} not found")
+            links = list(
+                s.execute(
+                    sa.select(Case)
+                    .where(sa.or_(Case.parent_case_id == here.id, Case.id == here.parent_case_id))
+                    .order_by(Case.id)
+                ).scalars()
+            )
+            if not 0 <= link < len(links) or not self.access.may_break_glass(actor, links[link]):
+                raise NotFound(f"link {link} of case {case_id} not found")
+            return self._grant(s, actor, links[link], reason, action)
+
+        return self._audited(actor, action, grant, case_id=case_id)
+
+    def _grant(
+        self, s: Session, actor: Actor, case: Case, reason: str, action: str
+    ) -> dict[str, Any]:
+        reason = (reason or "").strip()
+        if not self.access.may_break_glass(actor, case):
+            raise Conflict("you may already see this case: no reason is needed")
+        least = self.policy.rules.break_glass.reason_min_length
+        if len(reason) < least:
+            raise InvalidData(
+                FieldError("reason", f"say why you need this record ({least}+ characters)")
+            )
+        if len(reason) > MAX_REASON:
+            raise InvalidData(FieldError("reason", f"must be at most {MAX_REASON} characters"))
+        now = self.clock.now()
+        row = AccessGrant(
+            user_id=actor.user_id,
+            case_id=case.id,
+            pathway=case.pathway,
+            reason=reason,
+            granted_at=now,
+            expires_at=now + timedelta(minutes=self.minutes),
         )
+        s.add(row)
+        s.flush()
+        self.audit.record(
+            s, actor, action, target=f"case:{case.id}", case_id=case.id,
+            person_id=case.person_id,
+            # The reason stays in the grant's row (retention may erase it); the audit
+            # row names the grant, so the chain never holds free text.
+            summary={"grant": row.id, "pathway": case.pathway,
+                     "expires_at": row.expires_at.isoformat()},
+        )  # fmt: skip
+        return _grant(row, actor.display_name, None, now)
 
     # --- reviewing openings --------------------------------------------------------------
 
@@ -174,8 +208,11 @@ class BreakGlass:
 
         return self._audited(actor, action, read, target="break_glass")
 
-    def review(self, actor: Actor, grant_id: int, note: str) -> dict[str, Any]:
-        """Mark one opening reviewed, with the reviewer's note."""
+    def review(
+        self, actor: Actor, grant_id: int, note: str, *, justified: bool = True
+    ) -> dict[str, Any]:
+        """Mark one opening reviewed, with the reviewer's note. An opening the reviewer
+        finds not justified ends there and then, if it is still open."""
         action = f"{actor.source}:break_glass:review"
         note = (note or "").strip()
 
@@ -193,14 +230,19 @@ class BreakGlass:
                 raise InvalidData(FieldError("note", "say what you found"))
             if len(note) > MAX_REASON:
                 raise InvalidData(FieldError("note", f"must be at most {MAX_REASON} characters"))
-            row.reviewed_at = self.clock.now()
+            now = self.clock.now()
+            row.reviewed_at = now
             row.reviewed_by_id = actor.user_id
             row.review_note = note
+            ended = not justified and row.expires_at > now
+            if ended:
+                row.expires_at = now
             s.add(row)
             s.flush()
             self.audit.record(
                 s, actor, action, target=f"break_glass:{grant_id}", case_id=row.case_id,
-                summary={"grant": grant_id, "user_id": row.user_id, "noted": bool(note)},
+                summary={"grant": grant_id, "user_id": row.user_id, "noted": bool(note),
+                         "justified": justified, "ended": ended},
             )  # fmt: skip
             names = _names(s, {row.user_id})
             return _grant(row, names.get(row.user_id, "?"), actor.display_name, self.clock.now())

@@ -122,7 +122,10 @@ class Cases:
 
     def _visible(self, s: Session, actor: Actor, case_id: int) -> Any:
         case = read_case(s, case_id)
-        self.access.require_visible(actor, case, case_id)
+        self.access.require_visible(
+            actor, case, case_id,
+            reachable=lambda: self.access.linked_to_visible(s, actor, case),
+        )  # fmt: skip
         assert case is not None
         return case
 
@@ -185,7 +188,7 @@ class Cases:
             "person_id": case.person_id,
             "person": _person(person),
             "referral": _referral(referral),
-            "attributes": case.attributes,
+            "attributes": self.access.redact_pathways(actor, case.attributes, wf.pathway_fields),
             "assigned_to_id": case.assigned_to_id,
             "allocated_to_id": case.allocated_to_id,
             "deadlines": [
@@ -215,16 +218,23 @@ class Cases:
         }
 
     def _links(self, conn: Connection, actor: Actor, case: Any) -> list[dict[str, Any]]:
-        """Parent and onward cases. One the caller may not see shows only that it exists."""
+        """Parent and onward cases. One the caller may not see says only that it exists:
+        no id, no pathway, no state (DESIGN.md: never named). A case policy lets the caller
+        open with a reason is offered by the link's number on this case, still unnamed."""
         rows = _READ_LINKS.rows(conn, {"case_id": case.id, "parent_id": case.parent_case_id or -1})
-        out = []
-        for link in rows:
+        out: list[dict[str, Any]] = []
+        for n, link in enumerate(rows):
             relation = "parent" if link.id == case.parent_case_id else "onward"
             if self.access.can_see(actor, link):
                 out.append({"relation": relation, "id": link.id, "pathway": link.pathway,
                             "state": link.state, "visible": True})  # fmt: skip
+            elif self.access.may_break_glass(actor, link):
+                # Opened through this case (`BreakGlass.open_linked`, by the link's
+                # number): the record is named only once it is open.
+                out.append({"relation": relation, "visible": False, "link": n,
+                            "open_with_reason": True})  # fmt: skip
             else:
-                out.append({"relation": relation, "pathway": link.pathway, "visible": False})
+                out.append({"relation": relation, "visible": False})
         return out
 
     # --- history -------------------------------------------------------------------------
@@ -241,6 +251,7 @@ class Cases:
                 .where(CaseHistory.case_id == case_id)
                 .order_by(CaseHistory.version)
             ).scalars()
+            hide = self.engine.workflow_for(s, case.workflow_version).pathway_fields
             out = [
                 {
                     "version": h.version,
@@ -250,7 +261,7 @@ class Cases:
                     "actor_id": h.actor_id,
                     "actor_name": h.actor_name,
                     "at": _iso(h.at),
-                    "data": h.data,
+                    "data": self.access.redact_pathways(actor, h.data, hide),
                 }
                 for h in rows
             ]
@@ -277,15 +288,20 @@ class Cases:
         include_closed: bool = False,
         limit: int = 50,
         offset: int = 0,
+        after_id: int | None = None,
     ) -> dict[str, Any]:
-        """Cases the caller may see, most urgent first: red, then by due time."""
+        """Cases the caller may see, most urgent first: red, then by due time.
+
+        `after_id` pages by id instead (keyset: the cases after that id, in id order, with
+        no count): how an export walks every case, however many, without the count's cap
+        or an offset that grows with each page."""
         action = f"{actor.source}:case:list"
         filters = {
             k: v
             for k, v in dict(
                 pathway=pathway, state=state, overdue=overdue, rag=rag,
                 assigned_to_me=assigned_to_me or None, include_closed=include_closed or None,
-                limit=limit, offset=offset,
+                limit=limit, offset=offset, after_id=after_id,
             ).items()
             if v is not None
         }  # fmt: skip
@@ -300,7 +316,7 @@ class Cases:
             if rag is not None and rag not in ("red", "amber", "green"):
                 raise InvalidData(FieldError("rag", "must be red, amber or green"))
             now = self.clock.now()
-            where = [self.access.visible_cases(actor)]
+            where = [self.access.visible_cases(actor, glass=False)]
             if pathway:
                 where.append(Case.pathway == pathway)
             if state:
@@ -316,23 +332,27 @@ class Cases:
             if assigned_to_me:
                 where.append(Case.assigned_to_id == actor.user_id)
             ids = sa.select(Case.id).where(*where)
-            matching = ids.limit(COUNT_CAP + 1).subquery()
-            total = s.execute(sa.select(sa.func.count()).select_from(matching)).scalar() or 0
-            capped = total > COUNT_CAP
-            total = min(total, COUNT_CAP)
+            order: tuple[Any, ...] = _QUEUE_ORDER
+            if after_id is not None:
+                ids, order, total, capped = ids.where(Case.id > after_id), (Case.id,), None, None
+            else:
+                matching = ids.limit(COUNT_CAP + 1).subquery()
+                total = s.execute(sa.select(sa.func.count()).select_from(matching)).scalar() or 0
+                capped = total > COUNT_CAP
+                total = min(total, COUNT_CAP)
             # The page's ids first, from the queue index alone, then only those rows joined
             # to their person and referral: skipping `offset` rows then costs index entries,
             # not rows with their joins (page 20 of a 10k queue: 5.3 ms of SQL, now 1.2).
             # Only the columns a queue row shows: whole ORM objects (with every JSON column
             # decoded) cost more than the page's query itself.
-            page = ids.order_by(*_QUEUE_ORDER).limit(limit).offset(offset).subquery()
+            page = ids.order_by(*order).limit(limit).offset(offset).subquery()
             rows = s.execute(
                 sa.select(*_QUEUE_COLUMNS)
                 .select_from(page)
                 .join(Case, Case.id == page.c.id)
                 .outerjoin(Person, Person.id == Case.person_id)
                 .outerjoin(Referral, Referral.id == Case.referral_id)
-                .order_by(*_QUEUE_ORDER)
+                .order_by(*order)
             ).all()
             soon = timedelta(hours=self.policy.rules.due_soon_hours)
             items = [
@@ -400,9 +420,29 @@ class Cases:
                 .order_by(Referral.received_at.desc())
             ).scalars().all()  # fmt: skip
             recent = [r for r in referrals if r.received_at >= window]
+            # Only records the caller could open themselves: a person known only to a
+            # pathway they may not see (Channel) is not theirs to hear of.
+            flagged = {p for r in referrals for p in (r.possible_matches or []) if p != person_id}
             possible = sorted(
-                {p for r in referrals for p in (r.possible_matches or []) if p != person_id}
-            )
+                s.execute(
+                    sa.select(Case.person_id)
+                    .distinct()
+                    .where(
+                        Case.person_id.in_(sorted(flagged)),
+                        self.access.visible_cases(actor, glass=False),
+                    )
+                ).scalars()
+            ) if flagged else []  # fmt: skip
+            # A parent case (a MARAC case whose household this child came from) is named
+            # only to those who may see it.
+            parents = {c.parent_case_id for c in cases if c.parent_case_id}
+            seen_parents = set(
+                s.execute(
+                    sa.select(Case.id).where(
+                        Case.id.in_(sorted(parents)), self.access.visible_cases(actor)
+                    )
+                ).scalars()
+            ) if parents else set()  # fmt: skip
             months = self.policy.rules.repeat_referral_window_months
             warnings = []
             if len(recent) > 1:
@@ -429,7 +469,9 @@ class Cases:
                         "rag": c.rag,
                         "opened_at": _iso(c.opened_at),
                         "closed": c.closed,
-                        "parent_case_id": c.parent_case_id,
+                        "parent_case_id": (
+                            c.parent_case_id if c.parent_case_id in seen_parents else None
+                        ),
                     }
                     for c in cases
                 ],

@@ -110,8 +110,12 @@ class Meetings:
                 if pathway not in allowed:
                     raise NotFound(f"no {pathway} meetings")
                 allowed = [pathway]
+            # Counted through the caller's need-to-know: an IDVA hears of the cases on the
+            # agenda they may open, never of the others (not even how many).
             listed = (
                 sa.select(MeetingCase.meeting_id, sa.func.count().label("n"))
+                .join(Case, Case.id == MeetingCase.case_id)
+                .where(self.access.visible_cases(actor, glass=False))
                 .group_by(MeetingCase.meeting_id)
                 .subquery()
             )
@@ -138,7 +142,7 @@ class Meetings:
             meeting = s.get(Meeting, meeting_id)
             if meeting is None or not self.access.can(actor, f"{meeting.pathway}:case:view"):
                 raise NotFound(f"meeting {meeting_id} not found")
-            visible = self.access.visible_cases(actor)
+            visible = self.access.visible_cases(actor, glass=False)
             listed = s.execute(
                 sa.select(Case, Person)
                 .join(MeetingCase, MeetingCase.case_id == Case.id)
@@ -214,7 +218,7 @@ class Meetings:
                         Case.opened_at < case.opened_at,
                         sa.and_(Case.opened_at == case.opened_at, Case.id < case.id),
                     ),
-                    self.access.visible_cases(actor),
+                    self.access.visible_cases(actor, glass=False),
                 )
                 .order_by(Case.opened_at.desc())
             ).scalars()

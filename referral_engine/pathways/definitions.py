@@ -145,6 +145,22 @@ class Workflow:
     def pathway(self) -> str:
         return self.definition.pathway
 
+    @cached_property
+    def pathway_fields(self) -> frozenset[str]:
+        """Names of event data fields, and of the case attributes set from them, whose
+        values name other pathways (choices from `onward_pathways`, e.g. a MASH decision's
+        `onward`). A reader who may not see a pathway must not read its name there either
+        (DESIGN.md: a record the caller may not see is never named)."""
+        names: set[str] = set()
+        for event in self.definition.events.values():
+            fields = {n for n, f in event.data.items() if f.choices_from == "onward_pathways"}
+            names |= fields
+            for effect, params in event.effects:
+                if effect == "set_attributes":
+                    values = (params or {}).get("values") or {}
+                    names |= {attr for attr, src in values.items() if src in fields}
+        return frozenset(names)
+
     def permission(self, event: str) -> str:
         return self.definition.events[event].permission or f"{self.pathway}:case:{event}"
 

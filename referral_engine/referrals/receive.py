@@ -257,7 +257,7 @@ class Referrals:
                 s, actor, f"{actor.source}:referral:replay", target=f"referral:{row.id}",
                 case_id=row.case_id, person_id=row.person_id, summary={"key": key},
             )  # fmt: skip
-            return self._created(row, case, replayed=True)
+            return self._created(actor, row, case, replayed=True)
 
     def _create(
         self, s: Session, actor: Actor, ref: ReferralIn, key: str | None, digest: str
@@ -293,20 +293,25 @@ class Referrals:
                      "matched_person": match.matched, "possible_matches": list(match.possible)},
         )  # fmt: skip
         case = s.get(Case, case_id)
-        return self._created(referral, case, replayed=False)
+        return self._created(actor, referral, case, replayed=False)
 
-    @staticmethod
-    def _created(referral: Referral, case: Case | None, *, replayed: bool) -> dict:
-        return {
+    def _created(
+        self, actor: Actor, referral: Referral, case: Case | None, *, replayed: bool
+    ) -> dict:
+        out = {
             "id": referral.id,
             "reference": referral.reference,
             "case_id": referral.case_id,
             "pathway": referral.pathway,
             "state": case.state if case else None,
             "received_at": referral.received_at.isoformat(),
-            "repeat": referral.repeat_of_referral_id is not None,
             "replayed": replayed,
         }
+        # Whether this person was referred before is someone else's referral: only a
+        # reader of the case it opened (a MASH officer, not the referrer) is told.
+        if case is not None and self.access.can_see(actor, case):
+            out["repeat"] = referral.repeat_of_referral_id is not None
+        return out
 
     # --- reading -------------------------------------------------------------------------
 

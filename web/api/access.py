@@ -23,6 +23,8 @@ class ReasonIn(BaseModel):
 class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: str = Field(min_length=1, max_length=2000)
+    # False: the opening was not justified, and an open grant ends now.
+    justified: bool = True
 
 
 @router.post(
@@ -37,6 +39,24 @@ def open_with_reason(
     answer to a 403 of type `reason-required`). Reading only, until `expires_at`; the
     opening is audited and queued for a supervisor's review."""
     return rt.break_glass.open(who, case_id, body.reason)
+
+
+@router.post(
+    "/api/cases/{case_id}/links/{link}/access",
+    status_code=201,
+    responses={k: RESPONSES[k] for k in (401, 404, 409, 422)},
+)
+def open_linked_with_reason(
+    case_id: int,
+    link: int,
+    body: ReasonIn,
+    who: Actor = Depends(actor),
+    rt: Runtime = Depends(runtime),
+) -> dict[str, Any]:
+    """Open, with a reason, the record behind link number `link` (its `link` in
+    `linked_cases`) of a case you see: how an onward referral outside your need-to-know is
+    opened without its id ever being shown first. The answer names it (`case_id`)."""
+    return rt.break_glass.open_linked(who, case_id, link, body.reason)
 
 
 @router.get("/api/access/grants", responses={k: RESPONSES[k] for k in (401, 403, 422)})
@@ -59,4 +79,4 @@ def review_grant(
     grant_id: int, body: ReviewIn, who: Actor = Depends(actor), rt: Runtime = Depends(runtime)
 ) -> dict[str, Any]:
     """Mark an opening reviewed, with what you found."""
-    return rt.break_glass.review(who, grant_id, body.note)
+    return rt.break_glass.review(who, grant_id, body.note, justified=body.justified)

@@ -24,7 +24,9 @@ class ReferralCreated(BaseModel):
     pathway: str
     state: str
     received_at: str
-    repeat: bool
+    # Only for a caller who may see the case it opened (not the referrer: a repeat is
+    # about someone else's earlier referral).
+    repeat: bool | None = None
     replayed: bool
 
 

@@ -15,15 +15,17 @@ router = APIRouter(include_in_schema=False)
 
 def reason_form(
     request: Request, actor, case_id: int, detail: str, *, reason: str = "",
-    errors: list[FieldError] | None = None, status: int = 403,
+    errors: list[FieldError] | None = None, status: int = 403, link: int | None = None,
 ) -> HTMLResponse:  # fmt: skip
     """The page shown instead of a record outside the user's need-to-know that policy lets
-    them open with a reason."""
+    them open with a reason; with `link`, the record behind that link of case `case_id`
+    (which the user sees), still unnamed."""
     rt = session.runtime(request)
     return render(
         request, "access_reason.html",
         {"title": "A reason is needed", "case_id": case_id, "detail": detail, "reason": reason,
-         "errors": errors or [], "minutes": rt.policy.rules.break_glass.minutes},
+         "errors": errors or [], "minutes": rt.policy.rules.break_glass.minutes,
+         "link": link},
         actor=actor, status=status,
     )  # fmt: skip
 
@@ -72,11 +74,38 @@ async def review(request: Request, grant_id: int) -> Response:
 
 def _review(request: Request, actor, form: FormData, grant_id: int) -> Response:
     note = str(form.get("note") or "")
+    justified = form.get("justified") != "no"
     try:
-        session.runtime(request).break_glass.review(actor.via("web"), grant_id, note)
+        session.runtime(request).break_glass.review(
+            actor.via("web"), grant_id, note, justified=justified
+        )
     except InvalidData as exc:
         return _review_page(
             request, actor, reviewed=False, errors=exc.errors, open_id=grant_id, note=note,
             status=422,
         )  # fmt: skip
     return redirect(f"/review/access?done={grant_id}")
+
+
+@router.get("/cases/{case_id}/links/{link}/access", response_class=HTMLResponse)
+def linked_reason_page(request: Request, case_id: int, link: int) -> HTMLResponse:
+    actor = signed_in(request)
+    return reason_form(request, actor, case_id, "", link=link, status=200)
+
+
+@router.post("/cases/{case_id}/links/{link}/access", response_class=HTMLResponse)
+async def open_linked_with_reason(request: Request, case_id: int, link: int) -> Response:
+    return await posted(request, _open_linked, case_id, link)
+
+
+def _open_linked(request: Request, actor, form: FormData, case_id: int, link: int) -> Response:
+    reason = str(form.get("reason") or "")
+    try:
+        grant = session.runtime(request).break_glass.open_linked(
+            actor.via("web"), case_id, link, reason
+        )
+    except InvalidData as exc:
+        return reason_form(
+            request, actor, case_id, "", reason=reason, errors=exc.errors, status=422, link=link
+        )
+    return redirect(f"/cases/{grant['case_id']}")
