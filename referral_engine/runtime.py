@@ -27,6 +27,7 @@ from referral_engine.policies.policy import Policy, load_policy
 from referral_engine.referrals.receive import Referrals
 from referral_engine.reports.exports import Exports
 from referral_engine.reports.kpis import Reports
+from referral_engine.reports.measures import load_measures
 from referral_engine.settings import Settings, get_settings
 from referral_engine.storage.db import Database
 from referral_engine.store.changes import CaseStore
@@ -86,7 +87,12 @@ class Runtime:
             policy, {p: w.definition.label for p, w in workflows.current.items()},
             settings.base_url,
         )  # fmt: skip
-        reports = Reports(db, access, policy, audit, engine.refused)
+        reports = Reports(
+            db, access, policy, audit, engine.refused,
+            load_measures(
+                settings.policies_dir, workflows, {"mash", *policy.reference.onward_pathways}
+            ),
+        )  # fmt: skip
         cases = Cases(db, engine, access, policy, clock, audit)
         return cls(
             settings=settings,

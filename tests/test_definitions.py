@@ -333,3 +333,56 @@ def test_missing_rule(tmp_path):
     err = load_broken(path.parent)
     assert err.field == "due_soon_hours", str(err)
     assert f"{path}:" in str(err) and err.line is not None
+
+
+# --- the measures (policies/reports.yaml) ------------------------------------------------
+
+
+def _measures(workflows_dir: Path, policies_dir: Path):
+    from referral_engine.reports.measures import load_measures
+
+    policy = load_policy(policies_dir)
+    workflows = Workflows(workflows_dir, policy)
+    return load_measures(policies_dir, workflows, {"mash", *policy.reference.onward_pathways})
+
+
+def test_the_untouched_measures_load():
+    defs = _measures(WORKFLOWS, POLICIES)
+    assert {"marac_cases", "mash_decided_within_1wd_pct", "channel_adoption_pct"} <= set(
+        defs.measures
+    )
+
+
+def test_renaming_an_event_a_kpi_counts_stops_start_up_naming_it(tmp_path):
+    """Rename MARAC's `accept` in a copy of workflows/: the KPIs that count accepted cases
+    would silently become 0, so loading stops instead, naming reports.yaml, the line and
+    the field."""
+    workflows = tmp_path / "workflows"
+    shutil.copytree(WORKFLOWS, workflows)
+    marac = workflows / "marac.yaml"
+    marac.write_text(marac.read_text().replace("  accept:\n", "  admit:\n", 1))
+    with pytest.raises(DefinitionError) as err:
+        _measures(workflows, POLICIES)
+    text = (POLICIES / "reports.yaml").read_text().splitlines()
+    assert err.value.path.endswith("reports.yaml")
+    assert err.value.field == "measures.marac_cases.cases.reached.0"
+    assert "accept" in text[err.value.line - 1] and "no event 'accept'" in err.value.reason
+
+
+def test_a_measure_naming_what_no_pathway_has_stops_start_up(tmp_path):
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    reports = policies / "reports.yaml"
+    source = reports.read_text()
+    for old, new, field in (
+        ("deadline_met: decision", "deadline_met: decison", "measures.mash_decisions.deadline_met"),
+        ("by_attribute: exploitation_types", "by_attribute: exploitation",
+         "measures.nrm_by_exploitation_type.by_attribute"),
+        ("pathway: gang_exit", "pathway: gangs", "measures.gang_exit_completions.pathway"),
+        ("cases: marac_cases", "cases: marac_case", "returns.marac.cases"),
+    ):  # fmt: skip
+        reports.write_text(source.replace(old, new, 1))
+        with pytest.raises(DefinitionError) as err:
+            _measures(WORKFLOWS, policies)
+        assert err.value.field == field, err.value
+        assert new.split(": ")[1] in reports.read_text().splitlines()[err.value.line - 1]

@@ -55,7 +55,6 @@ STILL_TO_MOVE = {
     "referral_engine/referrals/receive.py": "reads",
     "referral_engine/people/matching.py": "writes and reads",
     "referral_engine/notifications/render.py": "reads",
-    "web/pages/cases.py": "reads",
 }
 
 DML = {"insert", "update", "delete"}

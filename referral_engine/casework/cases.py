@@ -142,6 +142,20 @@ class Cases:
 
         return self._audited(actor, action, f"case:{case_id}", read, case_id=case_id)
 
+    def permits(self, actor: Actor, case_id: int, event: str) -> bool:
+        """Whether `event` is one of the case's pathway's that policy lets `actor` fire on
+        this case in some state (a form for it may be stale, but was not forbidden): the
+        difference between "not available now" (409) and "not yours to do" (403). Asked
+        after `view`, so the case is one the actor may see."""
+        with self.db.reading() as s:
+            row = s.get(Case, case_id)
+            if row is None:
+                return False
+            wf = self.engine.workflow_for(s, row.workflow_version)
+            if event not in wf.definition.events or wf.definition.events[event].system:
+                return False
+            return self.access.can(actor, wf.permission(event), row)
+
     def _read_summary(self, actor: Actor, case: Case, version: bool = True) -> dict[str, Any]:
         """What a read's audit row says beyond who and which case: the version read, and
         whether it was read through a break-glass grant (so reviewers can find it)."""

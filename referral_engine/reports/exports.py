@@ -41,7 +41,6 @@ from referral_engine.policies.policy import Policy
 from referral_engine.reports.kpis import (
     MAX_DAYS,
     Reports,
-    _repeat,
     pct,
 )
 from referral_engine.storage.db import Database
@@ -252,8 +251,14 @@ class Exports:
         return [(r, events.get(r.id, set())) for r in rows]
 
     def marac_return(self, actor: Actor, start: date, end: date) -> dict[str, Any]:
-        """Counted as the dashboard counts `marac_cases`: accepted cases in the range."""
-        accepted = [r for r, ev in self._pathway_rows(actor, "marac", start, end) if "accept" in ev]
+        """Counted as the dashboard counts its MARAC cases: the same declared conditions
+        (policies/reports.yaml `returns.marac`)."""
+        part = self.reports.definitions.returns.marac
+        cases = self.reports.measures[part.cases].cases
+        repeat = self.reports.measures[part.repeat].of_those
+        rows = self._pathway_rows(actor, "marac", start, end)
+        accepted = [r for r, ev in rows if cases is None or cases.holds(r, ev)]
+        is_repeat = {r.id for r, ev in rows if repeat is not None and repeat.holds(r, ev)}
         limit = self.policy.rules.child_age_limit
         children = sum(
             1
@@ -262,7 +267,7 @@ class Exports:
             if is_child(member, r.received_at.date(), limit)
         )
         by_agency = Counter(r.agency_kind or "unknown" for r in accepted)
-        repeats = sum(1 for r in accepted if _repeat(r.attributes))
+        repeats = sum(1 for r in accepted if r.id in is_repeat)
         return {
             "from": start.isoformat(),
             "to": end.isoformat(),
@@ -277,10 +282,11 @@ class Exports:
 
     def nrm_return(self, actor: Actor, start: date, end: date) -> dict[str, Any]:
         rows = [r for r, _ in self._pathway_rows(actor, "nrm", start, end)]
+        by_type = self.reports.measures[self.reports.definitions.returns.nrm.by_type]
         cross: dict[str, Counter] = {"child": Counter(), "adult": Counter()}
         for r in rows:
             group = "child" if r.is_child else "adult"
-            cross[group].update((r.attributes or {}).get("exploitation_types", []))
+            cross[group].update((r.attributes or {}).get(by_type.by_attribute or "") or [])
         return {
             "from": start.isoformat(),
             "to": end.isoformat(),

@@ -1,9 +1,11 @@
 """The partnership's measures (DOMAIN.md "Measures"), over referrals received in a range.
 
-Every figure is counted through `Access.visible_cases`, like every list: a role that may
-not see Channel gets no Channel figures at all (the keys are absent, not zero), and a
-role that sees only MASH gets MASH figures. Percentages are 0-100 to one decimal place,
-or null when there is nothing to divide by.
+The measures themselves are declared in policies/reports.yaml (`measures.py` checks every
+name in them against the pathways at start-up), so a renamed event stops start-up instead
+of silently zeroing a KPI. Every figure is counted through `Access.visible_cases`, like
+every list: a role that may not see Channel gets no Channel figures at all (the keys are
+absent, not zero), and a role that sees only MASH gets MASH figures. Percentages are 0-100
+to one decimal place, or null when there is nothing to divide by.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from referral_engine.errors import (
     InvalidData,
 )
 from referral_engine.policies.policy import Policy
+from referral_engine.reports.measures import Measure, ReportDefinitions
 from referral_engine.storage.db import Database
 from referral_engine.storage.models import (
     Case,
@@ -41,9 +44,15 @@ def pct(part: int, whole: int) -> float | None:
 
 
 class Reports:
-    def __init__(self, db: Database, access: Access, policy: Policy, audit: AuditLog, refused):
+    def __init__(
+        self, db: Database, access: Access, policy: Policy, audit: AuditLog, refused,
+        definitions: ReportDefinitions,
+    ):  # fmt: skip
         self.db, self.access, self.policy, self.audit = db, access, policy, audit
         self._refused = refused
+        # The partnership's measures, as declared in policies/reports.yaml.
+        self.definitions = definitions
+        self.measures = definitions.measures
 
     def kpis(self, actor: Actor, start: date, end: date) -> dict[str, Any]:
         action = f"{actor.source}:report:kpis"
@@ -95,51 +104,45 @@ class Reports:
         by_path: dict[str, list[Any]] = {}
         for r in rows:
             by_path.setdefault(r.pathway, []).append(r)
-        if "mash" in pathways:
-            decided = s.execute(
+        events = self._events(s, [r.id for r in rows])
+        for key, m in self.measures.items():
+            if m.pathway in pathways:
+                out[key] = self._figure(s, m, by_path.get(m.pathway, []), events, in_range, visible)
+        return out
+
+    @staticmethod
+    def _figure(
+        s: Session, m: Measure, rows: list[Any], events: dict[int, set[str]], in_range, visible
+    ) -> Any:
+        """One declared measure (policies/reports.yaml) over its pathway's cases."""
+        if m.deadline is not None:
+            met = s.execute(
                 sa.select(Deadline.met_at, Deadline.due_at)
                 .join(Case, Case.id == Deadline.case_id)
                 .join(Referral, Referral.id == Case.referral_id)
-                .where(in_range, visible, Case.pathway == "mash",
-                       Deadline.name == "decision", Deadline.status == "met")
+                .where(in_range, visible, Case.pathway == m.pathway,
+                       Deadline.name == m.deadline, Deadline.status == "met")
             ).all()  # fmt: skip
-            out["mash_decisions"] = len(decided)
-            out["mash_decided_within_1wd_pct"] = pct(
-                sum(1 for met, due in decided if met <= due), len(decided)
-            )
-        events = self._events(s, [r.id for r in rows])
-        if "marac" in pathways:
-            accepted = [r for r in by_path.get("marac", []) if "accept" in events.get(r.id, ())]
-            out["marac_cases"] = len(accepted)
-            out["marac_repeat_pct"] = pct(
-                sum(1 for r in accepted if _repeat(r.attributes)), len(accepted)
-            )
-            out["marac_non_police_pct"] = pct(
-                sum(1 for r in accepted if r.agency_kind != "police"), len(accepted)
-            )
-        if "nrm" in pathways:
-            nrm = by_path.get("nrm", [])
-            out["nrm_referrals_by_age_group"] = {
-                "child": sum(1 for r in nrm if r.is_child),
-                "adult": sum(1 for r in nrm if not r.is_child),
-            }
-            out["nrm_by_exploitation_type"] = dict(
+            if m.deadline_met:
+                return len(met)
+            return pct(sum(1 for at, due in met if at <= due), len(met))
+        chosen = [r for r in rows if m.cases is None or m.cases.holds(r, events.get(r.id, set()))]
+        if m.by_attribute is not None:
+            return dict(
                 Counter(
-                    t for r in nrm for t in (r.attributes or {}).get("exploitation_types", [])
+                    v for r in chosen for v in (r.attributes or {}).get(m.by_attribute) or []
                 ).most_common()
             )
-        if "channel" in pathways:
-            channel = by_path.get("channel", [])
-            decided_panel = [r for r in channel if {"adopt", "not_adopt"} & events.get(r.id, set())]
-            out["channel_referrals"] = len(channel)
-            out["channel_adoption_pct"] = pct(
-                sum(1 for r in decided_panel if "adopt" in events.get(r.id, ())), len(decided_panel)
-            )
-        if "gang_exit" in pathways:
-            out["gang_exit_completions"] = sum(
-                1 for r in by_path.get("gang_exit", []) if "exit" in events.get(r.id, ())
-            )
-        return out
+        if m.figure == "by_age_group":
+            return {
+                "child": sum(1 for r in chosen if r.is_child),
+                "adult": sum(1 for r in chosen if not r.is_child),
+            }
+        if m.figure == "percent":
+            assert m.of_those is not None
+            hits = sum(1 for r in chosen if m.of_those.holds(r, events.get(r.id, set())))
+            return pct(hits, len(chosen))
+        return len(chosen)
 
     @staticmethod
     def _events(s: Session, case_ids: list[int]) -> dict[int, set[str]]:
@@ -153,8 +156,3 @@ class Reports:
             ):
                 found.setdefault(case_id, set()).add(event)
         return found
-
-
-def _repeat(attributes: dict | None) -> bool:
-    attributes = attributes or {}
-    return bool(attributes.get("repeat")) or "repeat" in (attributes.get("criteria") or [])

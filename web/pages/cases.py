@@ -91,19 +91,6 @@ def _page(
     )  # fmt: skip
 
 
-def _permitted(rt, actor, case: dict[str, Any], event: str) -> bool:
-    """Whether the event is one of the pathway's that policy lets `actor` fire on this case
-    (in some state): if not, the answer is 403, not "not available now"."""
-    from referral_engine.storage.models import Case
-
-    with rt.db.reading() as s:
-        row = s.get(Case, case["id"])
-        wf = rt.engine.workflow_for(s, case["workflow_version"])
-        if event not in wf.definition.events or wf.definition.events[event].system:
-            return False
-        return rt.access.can(actor, wf.permission(event), row)
-
-
 @router.get("/cases/{case_id}", response_class=HTMLResponse)
 def case_page(request: Request, case_id: int, done: str = "") -> HTMLResponse:
     actor = signed_in(request)
@@ -133,7 +120,7 @@ def _fire(request: Request, actor, form: FormData, case_id: int, event: str) -> 
     values = forms.values_of(form)
     case = rt.cases.view(actor.via("web"), case_id)
     schema = next((e["data"] for e in case["available_events"] if e["event"] == event), None)
-    if schema is None and not _permitted(rt, actor, case, event):
+    if schema is None and not rt.cases.permits(actor, case_id, event):
         raise Forbidden(f"you may not {event.replace('_', ' ')} on a {case['pathway']} case")
     if schema is None:
         return _page(
