@@ -1,6 +1,7 @@
 """Bad input. Schemathesis generates requests for every operation in /openapi.json, valid
 and invalid, sent over real HTTP to uvicorn as a user holding every role. No answer may be
-a server error, and every error must be an RFC 9457 problem (application/problem+json).
+a server error, every error must be an RFC 9457 problem (application/problem+json), and
+every answer must be one the document describes (its status, media type and schema).
 
 Bounded and deterministic (derandomised, a few examples per operation and mode), so it
 stays quick and a failure reproduces. Also: numbers past what the database holds, and a
@@ -21,18 +22,29 @@ import schemathesis
 from conftest import AUDIT_KEY, PASSWORD, SECRET, add_user, referral_body
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis.core.failures import FailureGroup
 from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from referral_engine.cli.main import main
 from referral_engine.settings import PROJECT_ROOT, get_settings
 
 EXAMPLES = 4
+CONFORMANCE = [status_code_conformance, content_type_conformance, response_schema_conformance]
 STATUSES: Counter[int] = Counter()
 
 
 def check(case: Any, response: Any, failures: list[str]) -> None:
     STATUSES[response.status_code] += 1
     where = f"{case.method} {case.formatted_path} {case.query or ''} {str(case.body)[:200]}"
+    try:  # the answer is one the document describes: its status, media type and body
+        case.validate_response(response, checks=CONFORMANCE)
+    except FailureGroup as failed:
+        failures.append(f"{response.status_code} not as documented for {where}: {failed}"[:600])
     if response.status_code >= 500:
         failures.append(f"{response.status_code} for {where}: {response.text[:300]}")
     elif response.status_code >= 400:

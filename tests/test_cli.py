@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -216,14 +217,23 @@ def fresh(request, tmp_path) -> Iterator[Database]:
 def test_db_upgrade_migrates_a_new_database_and_is_idempotent(shared):
     from alembic.script import ScriptDirectory
 
-    assert "up to date" in shared.first_upgrade.stdout
-    head = ScriptDirectory.from_config(alembic_config(shared.url)).get_current_head()
+    script = ScriptDirectory.from_config(alembic_config(shared.url))
+    head = script.get_current_head()
+    first = shared.first_upgrade.stdout
+    # An empty database: says what it did, every migration by revision, oldest first.
+    assert f"upgraded an empty database to revision {head}" in first
+    revisions = [r.revision for r in reversed(list(script.walk_revisions()))]
+    listed = re.findall(r"^  (\w+) ", first, flags=re.MULTILINE)
+    assert listed == revisions
+    assert f"{len(revisions)} migrations applied" in first
     tables = set(sa.inspect(shared.engine()).get_table_names())
     assert {"audit_event", "audit_chain", "audit_checkpoint", "cases", "app_user"} <= tables
     users = shared.count(User.__table__)
 
     again = ok(shared.run("db", "upgrade"))
-    assert "up to date" in again.stdout
+    assert again.stdout.strip() == (
+        f"database is already up to date (revision {head}); nothing to do"
+    )
     assert shared.rows(sa.text("SELECT version_num FROM alembic_version")) == [(head,)]
     assert set(sa.inspect(shared.engine()).get_table_names()) == tables
     assert shared.count(User.__table__) == users, "upgrading again must not touch data"

@@ -10,7 +10,7 @@ from fastapi.staticfiles import StaticFiles
 
 from referral_engine.runtime import Runtime
 from referral_engine.settings import Settings, get_settings
-from web import problems
+from web import openapi, problems
 from web.api import (
     access,
     audit,
@@ -59,6 +59,7 @@ def create_app(
     )
     app.state.runtime = rt
     problems.install(app)
+    openapi.install(app)
     # Routers are tried in this order, each a few tens of µs when it does not match: the
     # busiest (cases: the queue, case pages, fired events) goes first (bench/README.md).
     for module in (cases, referrals, auth, access, people, meetings, workflows, audit, reports,

@@ -223,13 +223,31 @@ def _title(status: int) -> str:
         return "Error"
 
 
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+# What each error status means here, for the OpenAPI document (web/openapi.py puts the
+# problem+json schema on every one, whichever route declares it).
+ERROR_TEXT: dict[int, str] = {
+    400: "The body could not be read (not UTF-8, or not the declared media type)",
+    401: "Not signed in, or the token is not valid",
+    403: "Signed in, but not allowed to do this",
+    404: "Not found, or not visible to you",
+    409: "Stale version, or the event is not valid in the current state",
+    413: "The request body is too large",
+    422: "The data is not valid; `errors` names each field and why",
+    429: "Too many attempts; `Retry-After` says how many seconds to wait",
+    500: "Internal error; it was logged and nothing was changed",
+}
+
+
+def error_response(status: int, description: str | None = None) -> dict[str, Any]:
+    """One error response as a route declares it: problem+json, never application/json."""
+    return {
+        "description": description or ERROR_TEXT[status],
+        "content": {MEDIA_TYPE: {"schema": PROBLEM_REF}},
+    }
+
+
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "content": {MEDIA_TYPE: {}}, "description": text}
-    for code, text in {
-        401: "Not signed in, or the token is not valid",
-        403: "Signed in, but not allowed to do this",
-        404: "Not found, or not visible to you",
-        409: "Stale version, or the event is not valid in the current state",
-        422: "The data is not valid; `errors` names each field and why",
-    }.items()
+    code: error_response(code) for code in (401, 403, 404, 409, 422, 429)
 }

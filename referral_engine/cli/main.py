@@ -20,8 +20,7 @@ from referral_engine.settings import ConfigurationError, get_settings
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from referral_engine.storage.migrate import upgrade
 
-    upgrade(get_settings().database_url)
-    print("database is up to date")
+    print(upgrade(get_settings().database_url).describe())
     return 0
 
 

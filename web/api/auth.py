@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from referral_engine.access import Actor
 from referral_engine.runtime import Runtime
 from web.deps import actor, runtime, token
-from web.problems import RESPONSES
+from web.problems import RESPONSES, error_response
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
@@ -35,7 +35,7 @@ class MeOut(BaseModel):
     response_model=TokenOut,
     responses={
         401: RESPONSES[401],
-        429: {**RESPONSES[401], "description": "Locked after too many failed sign-ins"},
+        429: error_response(429, "Locked after too many failed sign-ins; see `Retry-After`"),
     },
 )
 def sign_in(

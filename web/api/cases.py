@@ -11,12 +11,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from referral_engine.access import Actor
 from referral_engine.casework import read_case
 from referral_engine.runtime import Runtime
+from web.api.case_models import CaseHistory, CaseList, CaseView, EventFired
 from web.deps import actor, runtime, signed_token
 from web.problems import RESPONSES
 from web.writes import run_writing
 
 router = APIRouter(prefix="/api/cases", tags=["cases"])
 ERRORS = {k: RESPONSES[k] for k in (401, 403, 404, 409, 422)}
+
+
+def answers(model: type, description: str) -> dict[int | str, dict[str, Any]]:
+    """The 200 answer documented by `model` (web/api/case_models.py), and the errors."""
+    return {200: {"model": model, "description": description}, **ERRORS}
 
 
 class EventIn(BaseModel):
@@ -26,7 +32,7 @@ class EventIn(BaseModel):
     expected_version: int = Field(ge=0)
 
 
-@router.get("", responses=ERRORS)
+@router.get("", response_model=None, responses=answers(CaseList, "The cases, in queue order"))
 def list_cases(
     who: Actor = Depends(actor),
     rt: Runtime = Depends(runtime),
@@ -46,14 +52,18 @@ def list_cases(
     )  # fmt: skip
 
 
-@router.get("/{case_id}", responses=ERRORS)
+@router.get("/{case_id}", response_model=None, responses=answers(CaseView, "The case"))
 def get_case(
     case_id: int, who: Actor = Depends(actor), rt: Runtime = Depends(runtime)
 ) -> dict[str, Any]:
     return rt.cases.view(who, case_id)
 
 
-@router.post("/{case_id}/events", responses=ERRORS, response_model=dict[str, Any])
+@router.post(
+    "/{case_id}/events",
+    response_model=None,
+    responses=answers(EventFired, "Fired: the case as it now is"),
+)
 async def fire_event(
     case_id: int,
     body: EventIn,
@@ -96,7 +106,11 @@ def _fire(request: Request, value: str, rt: Runtime, case_id: int, body: EventIn
     )
 
 
-@router.get("/{case_id}/history", responses=ERRORS)
+@router.get(
+    "/{case_id}/history",
+    response_model=None,
+    responses=answers(CaseHistory, "The case's history, oldest first"),
+)
 def case_history(
     case_id: int, who: Actor = Depends(actor), rt: Runtime = Depends(runtime)
 ) -> dict[str, Any]:

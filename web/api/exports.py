@@ -15,7 +15,18 @@ from web.deps import actor, runtime
 from web.problems import RESPONSES
 
 router = APIRouter(prefix="/api/exports", tags=["exports"])
-ERRORS = {k: RESPONSES[k] for k in (401, 403, 422)}
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# The file itself, as CSV or Excel (the extension in the path chooses), and the errors.
+ANSWERS: dict[int | str, dict] = {
+    200: {
+        "description": "The file, as an attachment; `X-Row-Count` says how many rows",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            XLSX: {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    **{k: RESPONSES[k] for k in (401, 403, 422)},
+}
 Format = Literal["csv", "xlsx"]
 
 
@@ -31,7 +42,7 @@ def download(got: Export) -> Response:
     )
 
 
-@router.get("/{what}.{fmt}", responses=ERRORS)
+@router.get("/{what}.{fmt}", response_class=Response, responses=ANSWERS)
 def export_report(
     what: Literal["kpis", "marac", "nrm"],
     fmt: Format,
@@ -44,7 +55,7 @@ def export_report(
     return download(getattr(rt.exports, what)(who, start, end, fmt))
 
 
-@router.get("/cases/list.{fmt}", responses=ERRORS)
+@router.get("/cases/list.{fmt}", response_class=Response, responses=ANSWERS)
 def export_cases(
     fmt: Format,
     who: Actor = Depends(actor),
