@@ -403,10 +403,10 @@ class Engine:
         for member in snap.subject.get("household") or []:
             if not intake.is_child(member, now.date(), limit):
                 continue
-            given, _, family = (member.get("name") or "").strip().rpartition(" ")
+            given, family = intake.split_name(member.get("name") or "")
             subject = {
-                "given_name": given or None,
-                "family_name": family or None,
+                "given_name": given,
+                "family_name": family,
                 "date_of_birth": member.get("date_of_birth"),
                 "estimated_age": member.get("age"),
                 "is_child": True,
@@ -417,8 +417,12 @@ class Engine:
             with orm_session(conn) as s:
                 got = intake.receive(
                     s, self, self.policy, now, actor,
-                    referrer_id=snap.referrer_id, agency_id=snap.agency_id,
+                    # The system refers, on behalf of the parent case's pathway: not the
+                    # person who referred the adult (it is not in their "My referrals").
+                    referrer_id=None, agency_id=snap.agency_id,
                     agency_kind=snap.agency_kind, pathway=pathway, subject=subject,
+                    details={"referred_by": "system", "on_behalf_of": snap.pathway,
+                             "parent_case_id": snap.case_id},
                     concerns=["domestic_abuse"],
                     summary=(f"A child in the household of a {snap.pathway} case, referred "
                              "automatically for a safeguarding check."),
