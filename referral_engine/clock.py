@@ -95,6 +95,75 @@ def due_at(sla: Sla, start: datetime, tz_name: str = "Europe/London") -> datetim
     return start + timedelta(hours=sla.hours or 0)
 
 
+# --- pausing a clock -------------------------------------------------------------------
+#
+# A working-day clock only runs on working days, so the time it has left is working time:
+# every working day counts its 24 local hours, weekends and bank holidays count nothing.
+# Counting on the local wall clock (not UTC) keeps "10:00 on the day" at 10:00 across a
+# BST change, as `add_working_days` does.
+
+_DAY = timedelta(days=1)
+
+
+def working_time_between(start: datetime, end: datetime, tz: ZoneInfo = LONDON) -> timedelta:
+    """The working time from `start` to `end` (zero if `end` is not after `start`)."""
+    a, b = _wall(start, tz), _wall(end, tz)
+    total, day = timedelta(0), a.date()
+    while day <= b.date():
+        if is_working_day(day):
+            lo = max(a, datetime.combine(day, time(0, 0)))
+            hi = min(b, datetime.combine(day, time(0, 0)) + _DAY)
+            if hi > lo:
+                total += hi - lo
+        day += _DAY
+    return total
+
+
+def add_working_time(start: datetime, amount: timedelta, tz: ZoneInfo = LONDON) -> datetime:
+    """The moment `amount` of working time after `start`.
+
+    It always falls on a working day: time used up exactly at the end of a Friday is due at
+    00:00 of the next working day (the same instant of working time, as `add_working_days`
+    counts a Saturday referral from Monday 00:00).
+    """
+    at = _wall(start, tz)
+    if not is_working_day(at.date()):
+        at = datetime.combine(next_working_day(at.date()), time(0, 0))
+    left = max(amount, timedelta(0))
+    while True:
+        end_of_day = datetime.combine(at.date(), time(0, 0)) + _DAY
+        if left < end_of_day - at:
+            return (at + left).replace(tzinfo=tz).astimezone(UTC)
+        left -= end_of_day - at
+        at = datetime.combine(next_working_day(at.date()), time(0, 0))
+
+
+def resumed_due(
+    sla: Sla | None, due: datetime, paused_at: datetime, now: datetime,
+    tz_name: str = "Europe/London",
+) -> datetime:  # fmt: skip
+    """The due time of a deadline paused at `paused_at` and resumed `now`.
+
+    The paused time does not count, measured in the clock's own units: a working-day clock
+    keeps the working time it had left when it stopped (so a pause over Christmas costs
+    the Christmas working days only, and the new due time is on a working day); an hours,
+    calendar-day or month clock keeps the elapsed time it had left. Without its SLA (a
+    policy since edited) the elapsed time is kept. A working-day deadline already past
+    when the clock stopped stays where it was.
+    """
+    if sla is None or sla.working_days is None:
+        return due + (now - paused_at)
+    if due <= paused_at:  # already missed when it stopped: pausing does not forgive that
+        return due
+    tz = ZoneInfo(tz_name)
+    return add_working_time(now, working_time_between(paused_at, due, tz), tz)
+
+
+def _wall(at: datetime, tz: ZoneInfo) -> datetime:
+    """`at` as a naive local wall-clock time (so every local day is 24 hours long)."""
+    return at.astimezone(tz).replace(tzinfo=None)
+
+
 def local_midnight(day: date, tz: ZoneInfo = LONDON) -> datetime:
     """The start of `day` on the UK calendar, in UTC."""
     return datetime.combine(day, time(0, 0), tzinfo=tz).astimezone(UTC)

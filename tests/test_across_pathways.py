@@ -145,8 +145,9 @@ def test_mash_pause_and_resume_paused_time_does_not_count(users, runtime, clock)
 
     resumed_at = clock.now()
     resumed = ok(fire_api(manager, case_id, "resume"))
-    shifted = DECISION_DUE + (resumed_at - paused_at)
-    assert shifted == DECISION_DUE + timedelta(days=2)
+    # Paused Wednesday 10:20 to Friday 10:20: two working days did not count, so the
+    # Thursday deadline moves two working days, to Monday (not Saturday, two calendar days).
+    shifted = datetime.fromisoformat("2026-11-30T10:00:00+00:00")
     assert at(resumed["case"]["due_at"]) == shifted
     case = view(manager, case_id)
     assert at(case["due_at"]) == shifted
@@ -157,7 +158,7 @@ def test_mash_pause_and_resume_paused_time_does_not_count(users, runtime, clock)
     assert pause["reason"] == "Waiting for the police check."
     assert (at(pause["from"]), at(pause["to"])) == (paused_at, resumed_at)
 
-    # Due later by exactly the paused time; then overdue and breached as usual.
+    # Due later by exactly the working time paused; then overdue and breached as usual.
     clock.at = shifted - timedelta(minutes=1)
     refresh(officer, manager)
     assert view(manager, case_id)["overdue"] is False
@@ -168,6 +169,25 @@ def test_mash_pause_and_resume_paused_time_does_not_count(users, runtime, clock)
     assert case_id in overdue_ids(officer)
     assert len(runtime.scheduler.tick().breached) == 1
     assert deadline(view(manager, case_id), "decision")["status"] == "breached"
+
+
+def test_a_pause_over_christmas_resumes_to_a_working_day(users, runtime, clock):
+    # Received Thursday 24 December 2026 09:00, due Tuesday 29 December 09:00; paused at
+    # once and resumed Tuesday 29 December 09:00: a whole working day is left, so Wednesday
+    # 30 December 09:00, never Sunday 3 January.
+    manager = users["manager"]
+    clock.at = datetime.fromisoformat("2026-12-24T09:00:00+00:00")
+    refresh(users["teacher"], manager)
+    case_id = ok(users["teacher"].post("/api/referrals", json=referral_body()), 201)["case_id"]
+    assert at(view(manager, case_id)["due_at"]) == datetime.fromisoformat("2026-12-29T09:00Z")
+    ok(fire_api(manager, case_id, "pause", {"reason": "Waiting for the police check."}))
+    clock.at = datetime.fromisoformat("2026-12-29T09:00:00+00:00")
+    refresh(manager)
+    resumed = ok(fire_api(manager, case_id, "resume"))
+    want = datetime.fromisoformat("2026-12-30T09:00:00+00:00")
+    assert at(resumed["case"]["due_at"]) == want
+    assert at(deadline(view(manager, case_id), "decision")["due_at"]) == want
+    assert runtime.scheduler.tick().breached == []
 
 
 # --- merging people --------------------------------------------------------------------

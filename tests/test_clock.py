@@ -13,16 +13,19 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from referral_engine.clock import (
     add_working_days,
+    add_working_time,
     due_at,
     is_bank_holiday,
     is_working_day,
     next_working_day,
+    resumed_due,
     working_days_between,
+    working_time_between,
 )
 from referral_engine.policies.policy import Sla
 
@@ -248,3 +251,109 @@ def test_adding_working_days_counts_exactly_that_many(start, days):
         day += timedelta(days=1)
         counted += oracle_working(day)
     assert counted == days
+
+
+# --- pausing and resuming a clock ------------------------------------------------------
+
+WORKING_DAY_SLA = Sla(label="MASH decision", working_days=1)
+
+
+def test_a_pause_over_christmas_costs_no_working_time_and_never_lands_on_a_weekend():
+    # Received Thursday 24 December 2026 09:00: one working day is Tuesday 29 December
+    # 09:00 (Christmas Day, the weekend and the substitute Boxing Day do not count).
+    received = london(2026, 12, 24, 9)
+    due = add_working_days(received, 1)
+    assert due == london(2026, 12, 29, 9)
+    # Paused at once; resumed on the first working day after Christmas, 09:00. The clock
+    # had a whole working day left, so it is due on Wednesday 30 December at 09:00, not
+    # Sunday 3 January (five calendar days later).
+    resumed = resumed_due(WORKING_DAY_SLA, due, received, london(2026, 12, 29, 9))
+    assert resumed == london(2026, 12, 30, 9)
+    assert resumed.astimezone(LONDON).weekday() < 5
+
+
+def test_paused_time_only_over_a_weekend_changes_nothing():
+    due = london(2026, 11, 30, 10)  # Monday
+    assert (
+        resumed_due(WORKING_DAY_SLA, due, london(2026, 11, 28, 12), london(2026, 11, 29, 18)) == due
+    )
+
+
+def test_a_clock_in_hours_keeps_elapsed_hours():
+    red = Sla(label="Red-rated referral decision", hours=4)
+    due, paused, now = utc(2026, 12, 24, 13), utc(2026, 12, 24, 10), utc(2026, 12, 29, 9)
+    assert resumed_due(red, due, paused, now) == utc(2026, 12, 29, 12)
+    assert resumed_due(None, due, paused, now) == utc(2026, 12, 29, 12)
+
+
+def test_a_working_day_deadline_missed_before_the_pause_stays_missed():
+    due = london(2026, 11, 26, 10)
+    assert resumed_due(WORKING_DAY_SLA, due, london(2026, 11, 27, 9), london(2026, 12, 1, 9)) == due
+
+
+def test_working_time_ends_friday_night_is_due_monday_midnight():
+    # Four hours left at Friday 20:00: due at 00:00 Monday (the end of Friday's working
+    # time), never at Saturday 00:00.
+    due = add_working_time(london(2026, 11, 27, 20), timedelta(hours=4))
+    assert due == london(2026, 11, 30, 0)
+    assert working_time_between(london(2026, 11, 27, 20), due) == timedelta(hours=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    received=moments,
+    days=st.integers(min_value=1, max_value=45),
+    pause_after=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=60)),
+    paused_for=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=40)),
+)
+def test_resuming_keeps_the_working_time_left_and_lands_on_a_working_day(
+    received, days, pause_after, paused_for
+):
+    sla = Sla(label="x", working_days=days)
+    due = add_working_days(received, days)
+    paused = received + pause_after
+    now = paused + paused_for
+    assume(oracle_in_range(now + timedelta(days=120)))
+    new = resumed_due(sla, due, paused, now)
+    local = new.astimezone(LONDON)
+    if due <= paused:  # missed before the pause: it stays missed
+        assert new == due
+        return
+    # On a working day (00:00 of one is the end of the working day before it).
+    assert oracle_working(local.date()), local
+    # The paused span cost nothing: the working time left is the same after the resume.
+    assert working_time_between(now, new) == working_time_between(paused, due)
+    assert working_time_between(received, paused) + working_time_between(now, new) == (
+        working_time_between(received, due)
+    )
+    assert new >= due
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    received=moments,
+    days=st.integers(min_value=1, max_value=45),
+    pause_after=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=30)),
+    paused_days=st.integers(min_value=0, max_value=30),
+)
+def test_a_pause_of_whole_days_moves_the_deadline_by_the_working_days_paused(
+    received, days, pause_after, paused_days
+):
+    # Paused and resumed at the same UK clock time, both on working days: the deadline
+    # moves by exactly the working days that passed, by the gov.uk calendar.
+    due = add_working_days(received, days)
+    paused = received + pause_after
+    local = paused.astimezone(LONDON)
+    resumed_day = local.date() + timedelta(days=paused_days)
+    assume(due > paused and oracle_working(local.date()) and oracle_working(resumed_day))
+    now = datetime.combine(resumed_day, local.time(), tzinfo=LONDON).astimezone(UTC)
+    assume(now.astimezone(LONDON).time() == local.time())  # not inside a skipped BST hour
+    spent = sum(oracle_working(local.date() + timedelta(days=n)) for n in range(1, paused_days + 1))
+    assume(oracle_in_range(due + timedelta(days=2 * paused_days + 7)))
+    assert resumed_due(Sla(label="x", working_days=days), due, paused, now) == oracle_add(
+        due, spent
+    )
+
+
+def oracle_in_range(at: datetime) -> bool:
+    return at.astimezone(LONDON).date() <= ORACLE_LAST

@@ -458,6 +458,33 @@ class TestChildrenInTheHousehold:
         # the household entry said so: an age, a date of birth, or is_child.
         assert recorded_as_child == {"Sam": True, "Kim": True, "Lou": True, "Ray": True}
 
+    def test_the_system_refers_a_child_by_their_names_linked_to_the_marac_case(self, users):
+        constable, auditor = users["constable"], users["auditor"]
+        household = [
+            {"name": "Sam", "relationship": "son", "age": 7},
+            {"name": "Mary Ann Price", "relationship": "daughter", "age": 9},
+        ]
+        marac_id = refer_marac(constable, victim(household=household), dash(14))["case_id"]
+        links = case(auditor, marac_id)["linked_cases"]
+        children = [case(auditor, x["id"]) for x in links if x["pathway"] == "mash"]
+        names = sorted(
+            (c["referral"]["subject"]["given_name"], c["referral"]["subject"]["family_name"])
+            for c in children
+        )
+        # One word is a given name, not a family name with no given name.
+        assert names == [("Mary Ann", "Price"), ("Sam", None)]
+        for child in children:
+            assert [(x["relation"], x["id"]) for x in child["linked_cases"]] == [
+                ("parent", marac_id)
+            ]
+            referral = child["referral"]
+            # Made by the system on behalf of the MARAC, not by the constable.
+            assert referral["referrer_id"] is None
+            assert referral["details"]["on_behalf_of"] == "marac"
+            assert referral["details"]["parent_case_id"] == marac_id
+        mine = ok(constable.get("/api/referrals"))
+        assert [r["pathway"] for r in mine["items"]] == ["marac"]
+
 
 # --- meetings --------------------------------------------------------------------------
 

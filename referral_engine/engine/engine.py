@@ -403,10 +403,10 @@ class Engine:
         for member in snap.subject.get("household") or []:
             if not intake.is_child(member, now.date(), limit):
                 continue
-            given, _, family = (member.get("name") or "").strip().rpartition(" ")
+            given, family = intake.split_name(member.get("name") or "")
             subject = {
-                "given_name": given or None,
-                "family_name": family or None,
+                "given_name": given,
+                "family_name": family,
                 "date_of_birth": member.get("date_of_birth"),
                 "estimated_age": member.get("age"),
                 "is_child": True,
@@ -417,8 +417,12 @@ class Engine:
             with orm_session(conn) as s:
                 got = intake.receive(
                     s, self, self.policy, now, actor,
-                    referrer_id=snap.referrer_id, agency_id=snap.agency_id,
+                    # The system refers, on behalf of the parent case's pathway: not the
+                    # person who referred the adult (it is not in their "My referrals").
+                    referrer_id=None, agency_id=snap.agency_id,
                     agency_kind=snap.agency_kind, pathway=pathway, subject=subject,
+                    details={"referred_by": "system", "on_behalf_of": snap.pathway,
+                             "parent_case_id": snap.case_id},
                     concerns=["domestic_abuse"],
                     summary=(f"A child in the household of a {snap.pathway} case, referred "
                              "automatically for a safeguarding check."),
@@ -636,21 +640,21 @@ class Engine:
                     .where(_deadline.c.case_id == snap.case_id, _deadline.c.status == "open")
                     .values(status="paused", paused_at=now)
                 )
-            case ResumeClock():
+            case ResumeClock(dues):
                 # From the rows as stored: `snap` is already folded (shows them running).
                 paused = conn.execute(
-                    sa.select(_deadline.c.id, _deadline.c.due_at, _deadline.c.paused_at).where(
-                        _deadline.c.case_id == snap.case_id, _deadline.c.status == "paused"
-                    )
+                    sa.select(
+                        _deadline.c.id, _deadline.c.name, _deadline.c.due_at, _deadline.c.paused_at
+                    ).where(_deadline.c.case_id == snap.case_id, _deadline.c.status == "paused")
                 )
-                for row_id, due, since in paused.all():
+                for row_id, name, due, since in paused.all():
                     conn.execute(
                         _deadline.update()
                         .where(_deadline.c.id == row_id)
                         .values(
                             status="open",
                             paused_at=None,
-                            due_at=due + (now - since),
+                            due_at=dues.get(name, _aware(due) + (now - _aware(since))),
                             warned_at=None,
                         )
                     )
@@ -776,8 +780,8 @@ def _fold(snap: Snapshot, ops: list[Op], now: datetime, *, closing: bool) -> Sna
                     k: replace(d, status="paused", paused_at=now) if d.status == "open" else d
                     for k, d in deadlines.items()
                 }
-            case ResumeClock():
-                deadlines = {k: _resumed(d, now) for k, d in deadlines.items()}
+            case ResumeClock(dues):
+                deadlines = {k: _resumed(d, now, dues.get(k)) for k, d in deadlines.items()}
     return replace(
         snap,
         attributes=attributes,
@@ -806,11 +810,13 @@ def _case_due(deadlines: dict[str, DeadlineView]) -> datetime | None:
     return min(dues) if dues else None
 
 
-def _resumed(d: DeadlineView, now: datetime) -> DeadlineView:
-    """A paused deadline, running again: the paused time does not count against it."""
+def _resumed(d: DeadlineView, now: datetime, due: datetime | None) -> DeadlineView:
+    """A paused deadline, running again: the paused time does not count against it (`due`
+    is the new due time the resume effect counted in the clock's own units)."""
     if d.status != "paused" or d.paused_at is None:
         return d
-    return replace(d, status="open", due_at=d.due_at + (now - d.paused_at), paused_at=None)
+    due = due or d.due_at + (now - d.paused_at)
+    return replace(d, status="open", due_at=due, paused_at=None)
 
 
 def _aware(value: datetime) -> datetime:

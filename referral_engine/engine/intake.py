@@ -69,6 +69,16 @@ def is_child(subject: dict[str, Any], today: date, limit: int) -> bool:
     return bool(subject.get("is_child"))
 
 
+def split_name(name: str) -> tuple[str | None, str | None]:
+    """A household member's one name as given and family names: the last word is the
+    family name, the rest the given names; a single word is a given name (a child listed
+    as "Sam" is not a person whose family name is Sam)."""
+    words = name.split()
+    if len(words) <= 1:
+        return (words[0] if words else None), None
+    return " ".join(words[:-1]), words[-1]
+
+
 def new_reference(s: Session, now: datetime) -> str:
     while True:
         code = "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(6))
@@ -97,7 +107,7 @@ def receive(
     now: datetime,
     actor: Actor,
     *,
-    referrer_id: int,
+    referrer_id: int | None,
     agency_id: int | None,
     agency_kind: str | None,
     pathway: str,

@@ -233,6 +233,8 @@ def load_stories(runtime, quiet: bool) -> int:
             "immediate_danger": danger, "consent": "given" if not danger else "not_sought",
             "consent_reason": None if not danger else "Risk of significant harm to children",
         }  # fmt: skip
+        if "domestic_abuse" in concerns:  # a domestic-abuse referral carries its DASH
+            body["dash"] = _DASH_HIGH
         created = runtime.referrals.create(actor, body, idempotency_key=f"demo-story-{i}")
         if created["replayed"]:
             continue

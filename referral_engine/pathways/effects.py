@@ -7,6 +7,7 @@ failed change leaves no deadline, linked case or notification behind.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -14,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from referral_engine.clock import due_at, local_midnight
+from referral_engine.clock import due_at, local_midnight, resumed_due
 from referral_engine.errors import FieldError, InvalidData
 from referral_engine.pathways.snapshot import Context, holds
 from referral_engine.policies import dash
@@ -97,7 +98,8 @@ class PauseClock:
 
 @dataclass(frozen=True)
 class ResumeClock:
-    pass
+    # Each paused deadline's new due time, by name, counted in its own clock's units.
+    dues: dict[str, datetime] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -424,7 +426,17 @@ def resume_clock(ctx: Context, p: Params) -> list[Op]:
     pauses = [dict(x) for x in ctx.snapshot.attributes.get("pauses") or []]
     if pauses and pauses[-1].get("to") is None:
         pauses[-1]["to"] = ctx.now.isoformat()
-    return [ResumeClock(), SetAttributes({"pauses": pauses, "paused": False})]
+    # A deadline stores its SLA's label, not its key: the label finds the SLA again (a
+    # decision due in one working day and one due in four hours share a name).
+    by_label = {sla.label: sla for sla in ctx.policy.sla.values()}
+    dues = {
+        d.name: resumed_due(
+            by_label.get(d.label), d.due_at, d.paused_at, ctx.now, ctx.policy.timezone
+        )
+        for d in ctx.snapshot.deadlines.values()
+        if d.status == "paused" and d.paused_at is not None
+    }
+    return [ResumeClock(dues), SetAttributes({"pauses": pauses, "paused": False})]
 
 
 class AnonymiseParams(Params):

@@ -65,13 +65,15 @@ def assess(
     version = policy.versions[version_name]
     answers = {k: v for k, v in (dash.get("answers") or {}).items() if k in version.items}
     score = sum(1 for v in answers.values() if v == "yes")
-    incidents = int(dash.get("police_incidents_12m") or 0)
+    # None when the referrer did not know the count: unknown, not none.
+    raw = dash.get("police_incidents_12m")
+    incidents = int(raw) if raw is not None else None
     criteria = []
     if score >= version.threshold:
         criteria.append("visible_high_risk")
     if dash.get("professional_judgement") and dash.get("rationale"):
         criteria.append("professional_judgement")
-    if incidents >= policy.potential_escalation_incidents:
+    if incidents is not None and incidents >= policy.potential_escalation_incidents:
         criteria.append("potential_escalation")
     if last_marac_referral is not None and referred_at < last_marac_referral + relativedelta(
         months=policy.repeat_months
@@ -93,10 +95,16 @@ def assess(
 
 def why_not(assessment: dict[str, Any], policy: DashPolicy) -> str:
     """In words, why no criterion holds (for the 422 that refuses `accept`)."""
+    incidents = assessment.get("police_incidents_12m")
+    counted = (
+        f"{incidents} police incidents in 12 months (fewer than "
+        f"{policy.potential_escalation_incidents})"
+        if incidents is not None
+        else "the number of police incidents in 12 months is not known"
+    )
     return (
         f"no MARAC criterion holds: DASH score {assessment['score']} is below "
         f"{assessment['threshold']} ({assessment['version']}), no professional judgement "
-        f"with a rationale, {assessment['police_incidents_12m']} police incidents in 12 "
-        f"months (fewer than {policy.potential_escalation_incidents}), and no MARAC "
-        f"referral of this person in the last {policy.repeat_months} months"
+        f"with a rationale, {counted}, and no MARAC referral of this person in the last "
+        f"{policy.repeat_months} months"
     )

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from pydantic import (
     BaseModel,
     ConfigDict,
+    EmailStr,
     Field,
     StringConstraints,
     ValidationError,
@@ -38,6 +39,7 @@ from referral_engine.errors import (
 from referral_engine.notifications import Outbox
 from referral_engine.pathways.eventdata import field_error
 from referral_engine.policies.policy import Policy
+from referral_engine.referrals import checks
 from referral_engine.storage.db import Database
 from referral_engine.storage.models import Case, Referral
 
@@ -86,7 +88,10 @@ class Dash(Strict):
     version: str | None = None
     professional_judgement: bool = False
     rationale: LongText | None = None
-    police_incidents_12m: int = Field(default=0, ge=0, le=1000)
+    # Blank is "not known", never 0: no incidents and no count are different answers.
+    police_incidents_12m: int | None = Field(default=None, ge=0, le=1000)
+    # Why there are no answers (a domestic-abuse referral needs the answers or this).
+    not_completed_reason: LongText | None = None
 
 
 class FgmDuty(Strict):
@@ -98,7 +103,7 @@ class FgmDuty(Strict):
 
 class Contact(Strict):
     phone: Text | None = None
-    email: Text | None = None
+    email: EmailStr | None = None
 
 
 class ReferralIn(Strict):
@@ -136,8 +141,12 @@ class Referrals:
 
     # --- receiving -----------------------------------------------------------------------
 
-    def parse(self, body: Any) -> ReferralIn:
-        """Validate a referral body; errors name each field and say why."""
+    def parse(self, body: Any, actor: Actor | None = None) -> ReferralIn:
+        """Validate a referral body; errors name each field and say why, all at once.
+
+        The schema's errors and the referral rules (`checks`) are reported together, so a
+        second submit never shows an error that was already there on the first.
+        """
         if not isinstance(body, dict):
             raise InvalidData(FieldError("body", "must be a JSON object"))
         # Checked before the schema, so it is reported with every other error at once.
@@ -146,54 +155,35 @@ class Referrals:
             str(subject.get(k) or "").strip() for k in ("given_name", "family_name")
         )
         name_error = FieldError("subject.given_name", NAME_REQUIRED)
+        ref: ReferralIn | None = None
+        errors: list[FieldError] = []
         try:
             ref = ReferralIn.model_validate(body)
         except ValidationError as exc:
             errors = [field_error(e) for e in exc.errors()]
             if unnamed and all(not e.field.startswith("subject.given_name") for e in errors):
                 errors.insert(0, name_error)
-            raise InvalidData(errors) from None
-        ref_vocab = self.policy.reference
-        errors = [
-            FieldError(f"concerns.{i}", f"unknown concern {c!r}")
-            for i, c in enumerate(ref.concerns)
-            if c not in ref_vocab.concerns
-        ]
-        if ref.consent not in ref_vocab.consent:
-            errors.append(FieldError("consent", f"must be one of {', '.join(ref_vocab.consent)}"))
-        elif ref.consent != "given" and not ref.consent_reason:
-            errors.append(FieldError("consent_reason", "say why consent was refused or not sought"))
-        dob = ref.subject.date_of_birth
-        if dob and dob > self.clock.now().date():
-            errors.append(FieldError("subject.date_of_birth", "is in the future"))
-        if ref.dash and ref.dash.version and ref.dash.version not in self.policy.dash.versions:
-            errors.append(
-                FieldError(
-                    "dash.version",
-                    f"must be one of {', '.join(self.policy.dash.versions)} (or left out)",
-                )
-            )
-        if ref.dash and ref.dash.professional_judgement and not ref.dash.rationale:
-            errors.append(FieldError("dash.rationale", "professional judgement needs its reasons"))
-        if ref.pathway not in self.engine.workflows.pathways:
-            errors.append(
-                FieldError("pathway", f"{ref.pathway!r} is not set up in this installation")
-            )
-        if errors:
+        seen = {e.field for e in errors}
+        kind = actor.agency_kind if actor else None
+        rules = checks.check(self.policy, body, self.clock.now().date(), agency_kind=kind)
+        errors += [e for e in rules if e.field not in seen]
+        pathway = body.get("pathway", "mash")
+        if isinstance(pathway, str) and pathway not in self.engine.workflows.pathways:
+            errors.append(FieldError("pathway", f"{pathway!r} is not set up in this installation"))
+        if errors or ref is None:
             raise InvalidData(errors)
         return ref
 
     def create(self, actor: Actor, body: Any, idempotency_key: str | None = None) -> dict:
         action = f"{actor.source}:referral:create"
         try:
-            ref = self.parse(body)
+            ref = self.parse(body, actor)
             permission = (
                 "referral:referral:create" if ref.pathway == "mash"
                 else f"{ref.pathway}:referral:create"
             )  # fmt: skip
             if not self.access.can(actor, permission):
                 raise Forbidden(f"you may not refer directly into {ref.pathway}")
-            self._check_fgm_duty(actor, ref)
             if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
                 raise InvalidData(FieldError("Idempotency-Key", "must be 1-200 characters"))
             digest = hashlib.sha256(canonical(body)).hexdigest()
@@ -213,31 +203,6 @@ class Referrals:
         except DomainError as exc:
             self.engine.refused(actor, action, exc, target="referral", summary={})
             raise
-
-    def _check_fgm_duty(self, actor: Actor, ref: ReferralIn) -> None:
-        """The mandatory reporting duty (FGM Act 2003 s5B): a teacher, health or social care
-        professional who learns of FGM in a girl under 18 must report it to the police.
-        The form reminds them, and the referral records whether and when they did."""
-        vocab = self.policy.reference
-        if "female_genital_mutilation" not in ref.concerns:
-            return
-        if actor.agency_kind not in vocab.fgm_duty_agency_kinds:
-            return
-        gender = (ref.subject.gender or "").strip().lower()
-        child = intake.is_child(
-            ref.subject.model_dump(mode="json"), self.clock.now().date(),
-            self.policy.rules.child_age_limit,
-        )  # fmt: skip
-        if not child or gender not in ("female", "girl", "f"):
-            return
-        reminder = (
-            "you have a legal duty to report known FGM in a girl under 18 to the police "
-            "(call 101); say whether you have"
-        )
-        if ref.fgm_duty is None:
-            raise InvalidData(FieldError("fgm_duty.reported_to_police", reminder))
-        if ref.fgm_duty.reported_to_police and ref.fgm_duty.reported_on is None:
-            raise InvalidData(FieldError("fgm_duty.reported_on", "give the date you reported it"))
 
     def _replay(self, actor: Actor, key: str, digest: str) -> dict | None:
         with self.db.transaction() as s:

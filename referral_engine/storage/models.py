@@ -160,7 +160,8 @@ class Referral(SQLModel, table=True):
     )
     id: int | None = Field(default=None, primary_key=True)
     reference: str = Field(max_length=40, unique=True)
-    referrer_id: int = Field(foreign_key="app_user.id", index=True)
+    # None for a referral the system makes (a child in a MARAC household).
+    referrer_id: int | None = Field(default=None, foreign_key="app_user.id", index=True)
     agency_id: int | None = Field(default=None, foreign_key="agency.id")
     agency_kind: str | None = Field(default=None, max_length=40)
     pathway: str = Field(max_length=60)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Body, Depends, Header, Response
 from pydantic import BaseModel
 
 from referral_engine.access import Actor
@@ -30,18 +30,41 @@ class ReferralCreated(BaseModel):
     replayed: bool
 
 
-@router.post("", status_code=201, response_model=ReferralCreated, responses=ERRORS)
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its `$defs` written in place, to stand alone in the OpenAPI."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(dict(defs[node["$ref"].rsplit("/", 1)[1]]))
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
+# The body is documented as `ReferralIn` but validated by the service, not by FastAPI:
+# the service reports the schema's errors and the referral rules together, so a referrer
+# sees every error on the first submit.
+BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": _inlined(ReferralIn.model_json_schema())}}}}  # fmt: skip
+
+
+@router.post(
+    "", status_code=201, response_model=ReferralCreated, responses=ERRORS, openapi_extra=BODY
+)
 def create_referral(
-    body: ReferralIn,
     response: Response,
+    body: Any = Body(...),
     who: Actor = Depends(actor),
     rt: Runtime = Depends(runtime),
     idempotency_key: str | None = Header(default=None, max_length=200),
 ) -> Any:
     """Refer someone. A retry with the same `Idempotency-Key` returns the same referral."""
-    created = rt.referrals.create(
-        who, body.model_dump(mode="json", exclude_unset=True), idempotency_key
-    )
+    created = rt.referrals.create(who, body, idempotency_key)
     if created["replayed"]:
         response.headers["Idempotent-Replayed"] = "true"
     return created

@@ -36,6 +36,8 @@ SUBJECT_TEXT = ("given_name", "family_name", "other_names", "gender", "address",
 HOUSEHOLD = ("name", "relationship", "age", "date_of_birth")
 GENDERS = [("female", "Female"), ("male", "Male"), ("non-binary", "Non-binary"),
            ("other", "Another gender"), ("not known", "Not known")]  # fmt: skip
+# The concerns that show the DASH checklist (app.js shows the section for the same ones).
+DASH_CONCERNS = {"domestic_abuse", "honour_based_abuse", "stalking"}
 STATUS = {"in_progress": "Being looked at", "decided": "Decided", "closed": "Closed"}
 
 # Friendlier words for what the service says, by field (the service's reason otherwise).
@@ -47,6 +49,7 @@ MESSAGES = {
     "consent_reason": "Say why consent was refused or not sought",
     "immediate_danger": "Say whether anyone is in immediate danger",
     "dash.rationale": "Give the reasons for your professional judgement",
+    "dash.not_completed_reason": "Answer the DASH checklist, or say why it could not be done",
 }
 LABELS = {
     "pathway": "Where the referral goes",
@@ -76,6 +79,7 @@ LABELS = {
     "dash.professional_judgement": "Professional judgement",
     "dash.rationale": "Reasons for professional judgement",
     "dash.police_incidents_12m": "Police incidents in the last 12 months",
+    "dash.not_completed_reason": "Why the DASH checklist was not done",
     "referrer_contact": "Your contact details",
     "referrer_contact.phone": "Your phone number",
     "referrer_contact.email": "Your email address",
@@ -136,11 +140,14 @@ def dash_of(values: dict[str, Any], items: tuple[str, ...]) -> dict[str, Any] | 
     judgement = values.get("dash_professional_judgement") == "yes"
     rationale = _text(values, "dash_rationale")
     incidents = _text(values, "dash_police_incidents_12m")
-    if not (answers or judgement or rationale or incidents):
+    not_done = _text(values, "dash_not_completed_reason")
+    if not (answers or judgement or rationale or incidents or not_done):
         return None
     out: dict[str, Any] = {"answers": answers, "professional_judgement": judgement}
     if rationale:
         out["rationale"] = rationale
+    if not_done:
+        out["not_completed_reason"] = not_done
     if incidents:
         out["police_incidents_12m"] = _number(incidents)
     return out
@@ -193,9 +200,10 @@ def body_of(values: dict[str, Any], items: tuple[str, ...]) -> dict[str, Any]:
         if duty:
             body["fgm_duty"] = duty
 
-    # DASH only where it belongs (domestic abuse, or a MARAC referral): answers left in a
-    # section the user has since hidden are not sent behind their back.
-    if "domestic_abuse" in concerns or body.get("pathway") == "marac":
+    # DASH only where the form shows it (domestic abuse, honour-based abuse, stalking, or a
+    # MARAC referral): answers left in a section the user has since hidden are not sent
+    # behind their back.
+    if DASH_CONCERNS & set(concerns) or body.get("pathway") == "marac":
         if (dash := dash_of(values, items)) is not None:
             body["dash"] = dash
         aware = _yes_no(_text(values, "victim_aware"))
@@ -224,7 +232,8 @@ def known_fields(items: tuple[str, ...]) -> list[str]:
         "immediate_danger", "consent", "consent_reason", "fgm_duty.reported_to_police",
         "fgm_duty.reported_on", "fgm_duty", "victim_aware", "victim_aware_reason",
         *[f"dash.answers.{i}" for i in items], "dash.professional_judgement", "dash.rationale",
-        "dash.police_incidents_12m", "dash", "referrer_contact.phone", "referrer_contact.email",
+        "dash.police_incidents_12m", "dash.not_completed_reason", "dash",
+        "referrer_contact.phone", "referrer_contact.email",
         "referrer_contact",
     ]  # fmt: skip
 
@@ -232,8 +241,9 @@ def known_fields(items: tuple[str, ...]) -> list[str]:
 def _reason(field: str, reason: str) -> str:
     reason = reason.removeprefix("Value error, ")
     missing = reason in ("is required", "must not be blank") or reason.startswith(
-        ("List should have at least", "give the subject", "say why", "professional judgement")
-    )
+        ("List should have at least", "give the subject", "say why", "professional judgement",
+         "answer the DASH")
+    )  # fmt: skip
     if missing and field in MESSAGES:
         return MESSAGES[field]
     label = LABELS.get(field)
@@ -244,6 +254,8 @@ def _reason(field: str, reason: str) -> str:
             reason = "is required if you fill in any of that row (or clear the row)"
     elif label is None and field.startswith("dash.answers."):
         label = f"DASH question {field.rsplit('.', 1)[1]}"
+    if "valid email address" in reason:
+        return "Enter your email address in the form name@example.org"
     if "valid date" in reason:
         reason = "must be a real date"
     elif "valid integer" in reason:
@@ -327,7 +339,7 @@ def score_of(
     dash = dash_of(values, items) or {}
     incidents = dash.get("police_incidents_12m")
     if not isinstance(incidents, int):
-        dash["police_incidents_12m"] = 0
+        dash["police_incidents_12m"] = None
     result = assess_dash(
         rt.policy.dash, dash, agency_kind=actor.agency_kind, referred_at=rt.clock.now(),
         last_marac_referral=None,
@@ -364,7 +376,7 @@ def _send(request: Request, actor: Actor, form: FormData) -> Response:
             # The API takes "no" when it is not said; a person filling in a form must say.
             missing = [FieldError("immediate_danger", "is required")]
             try:
-                rt.referrals.parse(body)
+                rt.referrals.parse(body, actor)
             except InvalidData as exc:
                 missing.extend(exc.errors)
             raise InvalidData(missing)
