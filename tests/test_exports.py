@@ -170,15 +170,21 @@ def test_case_export_is_the_case_list_the_caller_sees(runtime, world):
     listed = runtime.cases.queue(manager, limit=200)
     got = runtime.exports.cases(manager, "xlsx")
     sheet = xlsx_rows(got.content, "Cases")
-    assert sheet[0][:4] == ["id", "reference", "pathway", "state"]
+    # Headers and values as people read them, with the codes in columns of their own.
+    assert sheet[0][:6] == ["Case", "Reference", "Pathway", "Pathway code", "State", "State code"]
     assert [r[0] for r in sheet[1:]] == [i["id"] for i in listed["items"]]
-    assert {r[2] for r in sheet[1:]} == {"mash"}  # no MARAC or NRM cases for a MASH manager
+    assert {r[3] for r in sheet[1:]} == {"mash"}  # no MARAC or NRM cases for a MASH manager
+    assert {r[2] for r in sheet[1:]} == {"MASH front door"}
+    row = dict(zip(sheet[0], sheet[1], strict=True))
+    assert row["State"] == "Received" and row["Concerns"] == "Neglect"
+    assert row["Concern codes"] == "neglect" and row["Overdue"] in ("Yes", "No")
+    assert row["Date of birth"] == "1 May 2012" and row["Opened"].startswith("25 November 2026, ")
     assert got.rows == listed["total"]
     (audit,) = exports_audited(runtime, "api:export:cases")
     assert audit["summary"]["rows"] == listed["total"] and audit["summary"]["format"] == "xlsx"
     only_marac = runtime.exports.cases(world["coordinator"].actor, "csv", pathway="marac")
     rows = csv_rows(only_marac.content)
-    assert [r[2] for r in rows[1:]] == ["marac"] * 2
+    assert [r[3] for r in rows[1:]] == ["marac"] * 2
 
 
 def test_text_that_looks_like_a_formula_is_never_a_formula():
@@ -209,7 +215,7 @@ def test_api_and_dashboard_downloads(runtime, world, users, browser_for):
     queue = page.get("/queue", params={"pathway": "marac"})
     assert "/exports/cases.xlsx?pathway=marac" in queue.text
     listed = page.get("/exports/cases.xlsx", params={"pathway": "marac"})
-    assert [r[2] for r in xlsx_rows(listed.content)[1:]] == ["marac", "marac"]
+    assert [r[3] for r in xlsx_rows(listed.content)[1:]] == ["marac", "marac"]
     assert "/exports/cases" not in browser_for("officer").get("/queue").text
     board = page.get("/dashboard", params=params)
     link = "/exports/kpis.csv?from=2026-11-01&amp;to=2026-11-30"

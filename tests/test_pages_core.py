@@ -135,15 +135,16 @@ def test_codes_read_as_the_policy_words_them_and_entries_by_their_form_labels(
     page = officer.get(f"/cases/{case_id}").text
     # the case record: an attribute kept under its field's name goes by the field's label
     assert "<dt>RAG rating</dt>" in page and "<dt>Rag</dt>" not in page
-    assert "<dt>Rag rationale</dt>" in page  # kept under another name: its own, tidied
+    # kept under another name: the label the workflow YAML declares for it
+    assert "<dt>Rationale for the RAG rating</dt>" in page and "Rag rationale" not in page
     # the history: each event and state by its label, each entry by its form label, each
     # code by the policy's word
     assert "<strong>Request agency checks</strong> → Information gathering" in page
     assert '<span class="muted">RAG rating:</span> Red</div>' in page
     assert '<span class="muted">Rationale for the rating:</span> Hungry daily</div>' in page
     assert (
-        '<span class="muted">Agencies asked:</span> Children&#39;s social care, '
-        "Voluntary sector</div>" in page
+        '<span class="muted">Agencies asked:</span> <ul class="values">'
+        "<li>Children&#39;s social care</li><li>Voluntary sector</li></ul></div>" in page
     )
     assert (
         '<span class="muted">Lawful basis for sharing:</span> '

@@ -96,6 +96,9 @@ class WorkflowDef(Strict):
     # Duty to Notify record is never tied to a named person, not even in the audit log).
     identify: Literal["on_referral", "by_effect"] = "on_referral"
     states: dict[str, StateDef]
+    # What people call the case attributes this pathway keeps ("rag_rationale":
+    # "Rationale for the RAG rating"), for the case record, history and exports.
+    attributes: dict[str, str] = {}
     on_open: tuple[tuple[str, dict[str, Any]], ...] = ()
     events: dict[str, EventDef]
 
@@ -193,7 +196,7 @@ class Workflow:
         # kept under another name does not: the label was written for its form ("Reason",
         # "Decision") and says less on the case record than the attribute's name does
         # (`exit_reason`, `conclusive_grounds`).
-        attributes: dict[str, str] = {}
+        attributes: dict[str, str] = dict(self.definition.attributes)
         for event, planned in self.effects.items():
             for name, params in planned:
                 if name == "set_attributes":

@@ -106,6 +106,14 @@ class ReferenceFile(Strict):
     rag_ratings: dict[str, str]
     # Agency kinds whose staff are regulated professionals with the FGM reporting duty.
     fgm_duty_agency_kinds: dict[str, str]
+    genders: dict[str, str] = {}
+    dash_answers: dict[str, str] = {}
+    action_statuses: dict[str, str] = {}
+    disclosure_directions: dict[str, str] = {}
+    deadline_statuses: dict[str, str] = {}
+    # What people call the field names every pathway shares (`at`, `lawful_basis`):
+    # names, not codes, so never looked up as a stored value.
+    field_labels: dict[str, str] = {}
 
     def labels(self) -> dict[str, str]:
         """Every code's label in one lookup, for showing stored codes to people. A code in
@@ -114,6 +122,8 @@ class ReferenceFile(Strict):
         agency kind, "Social care" for `children_social_care`)."""
         out: dict[str, str] = {}
         for name in type(self).model_fields:
+            if name == "field_labels":
+                continue
             value = getattr(self, name)
             if isinstance(value, dict):
                 for k, v in value.items():

@@ -30,6 +30,7 @@ from referral_engine.access.rules import Access, Actor
 from referral_engine.audit.log import AuditLog
 from referral_engine.casework.cases import MAX_PAGE, Cases
 from referral_engine.clock import Clock
+from referral_engine.display import Names, day_text, when_text
 from referral_engine.engine.intake import is_child
 from referral_engine.errors import (
     DomainError,
@@ -50,9 +51,18 @@ FORMATS = {
     "csv": "text/csv; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
-CASE_COLUMNS = ["id", "reference", "pathway", "state", "rag", "due_at", "overdue",
-                "opened_at", "given_name", "family_name", "date_of_birth", "concerns",
-                "repeat", "assigned_to_id"]  # fmt: skip
+# The case export's columns: its header as people read it, each value as the pages show
+# it (labels, UK dates, Yes / No), and the stored code beside each coded column, so a
+# spreadsheet can still be filtered or matched on codes.
+CASE_COLUMNS = [
+    ("id", "Case"), ("reference", "Reference"), ("pathway", "Pathway"),
+    ("pathway", "Pathway code"), ("state", "State"), ("state", "State code"),
+    ("rag", "RAG rating"), ("due_at", "Due"), ("overdue", "Overdue"),
+    ("opened_at", "Opened"), ("given_name", "Given name"), ("family_name", "Family name"),
+    ("date_of_birth", "Date of birth"), ("concerns", "Concerns"),
+    ("concerns", "Concern codes"), ("repeat", "Repeat referral"),
+    ("assigned_to", "Assigned to"),
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -176,6 +186,8 @@ class Exports:
     def cases(self, actor: Actor, fmt: str, **filters: Any) -> Export:
         """The case list as the caller sees it (every page, each read audited as a list)."""
 
+        names = Names(self.db)
+
         def build() -> list[Table]:
             if not self.access.can(actor, "report:cases:export"):
                 raise Forbidden("you may not export case lists")
@@ -187,14 +199,41 @@ class Exports:
                     person = item.get("person") or {}
                     item = {**item, **{k: person.get(k) for k in
                                        ("given_name", "family_name", "date_of_birth")}}  # fmt: skip
-                    rows.append([item.get(c) for c in CASE_COLUMNS])
+                    rows.append(self._case_row(item, names))
                 if len(page["items"]) < MAX_PAGE:
                     break
                 after = page["items"][-1]["id"]
-            return [Table("Cases", CASE_COLUMNS, rows)]
+            return [Table("Cases", [h for _, h in CASE_COLUMNS], rows)]
 
         shown = {k: v for k, v in filters.items() if v not in (None, False)}
         return self._export(actor, "cases", fmt, shown, build)
+
+    def _case_row(self, item: dict[str, Any], names: Names) -> list[Any]:
+        """One case as the export shows it: labels first, codes in their own columns."""
+        workflows = self.case_list.engine.workflows.current
+        wf = workflows.get(item["pathway"])
+        shown = {
+            "pathway": wf.definition.label if wf else item["pathway"],
+            "state": (wf.definition.states[item["state"]].label
+                      if wf and item["state"] in wf.definition.states else item["state"]),
+            "rag": self.policy.reference.rag_ratings.get(item.get("rag") or "", ""),
+            "due_at": when_text(item.get("due_at")),
+            "overdue": "Yes" if item.get("overdue") else "No",
+            "opened_at": when_text(item.get("opened_at")),
+            "date_of_birth": day_text(item.get("date_of_birth")),
+            "concerns": ", ".join(self.policy.reference.concerns.get(c, c)
+                                  for c in item.get("concerns") or []),
+            "repeat": "Yes" if item.get("repeat") else "No",
+            "assigned_to": names.user_by_id(item.get("assigned_to_id")) or "",
+        }  # fmt: skip
+        row = []
+        for key, header in CASE_COLUMNS:
+            if header.endswith(" code") or header == "Concern codes":
+                value = item.get(key)
+                row.append(", ".join(value) if isinstance(value, list) else value)
+            else:
+                row.append(shown.get(key, item.get(key)))
+        return row
 
     def _cases_page(self, actor: Actor, filters: dict[str, Any], after_id: int) -> dict:
         """One page of every case the caller may see, by id after `after_id` (keyset: no

@@ -7,7 +7,6 @@ through the case service (audited as any read is) and its audit rows the same wa
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -20,16 +19,16 @@ from starlette.datastructures import FormData
 
 from referral_engine import audit
 from referral_engine.access import Actor
+from referral_engine.display import flatten, opened_by, summary_rows
 from referral_engine.errors import FieldError, Forbidden, InvalidData
 from referral_engine.storage.models import AuditEvent
 from web import session
-from web.pages.base import render, signed_in
+from web.pages.base import display_for, fields_of, render, signed_in
 
 router = APIRouter(include_in_schema=False)
 
 PAGE = 50
 CASE_ROWS = 2000  # rows shown in one case's reconstruction; the search pages through more
-LIST_ITEMS = 25  # list values shown in a row's summary before "and N more"
 READS = ("view", "history", "list", "search", "reconstruct", "kpis")
 
 
@@ -50,23 +49,22 @@ def _auditor(request: Request, action: str) -> Actor:
 # --- showing rows ----------------------------------------------------------------------
 
 
-def _value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if value is None or value == "" or value == [] or value == {}:
-        return "\u2013"
-    if isinstance(value, list):
-        shown = [v if isinstance(v, str) else json.dumps(v, default=str) for v in value]
-        more = len(shown) - LIST_ITEMS
-        text = ", ".join(str(v) for v in shown[:LIST_ITEMS])
-        return f"{text} and {more} more" if more > 0 else text
-    if isinstance(value, dict):
-        return "; ".join(f"{k}: {_value(v)}" for k, v in value.items())
-    return str(value)
+def _items(request: Request, doc: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """An audit row's summary in words (referral_engine.display.summary_rows)."""
+    rt = session.runtime(request)
+    return summary_rows(display_for(request), doc, rt.workflows.current)
 
 
-def _items(doc: dict[str, Any] | None) -> list[tuple[str, str]]:
-    return [(k.replace("_", " "), _value(v)) for k, v in (doc or {}).items()]
+def _data_items(request: Request, entry: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a history entry recorded, each field by its form's label, values in words."""
+    pathway = entry.get("pathway")
+    fields = fields_of(request, pathway) if pathway else None
+    event_fields = fields.events.get(entry.get("event") or "") if fields else None
+    data = dict(entry.get("data") or {})
+    if entry.get("event") == "open" and isinstance(data.get("reason"), str):
+        data["reason"] = opened_by(session.runtime(request).workflows.current, data["reason"])
+    shown = display_for(request).record(data, event_fields)
+    return [(k, flatten(v)) for k, v in shown.rows]
 
 
 def _kind(row: dict[str, Any]) -> str:
@@ -76,7 +74,7 @@ def _kind(row: dict[str, Any]) -> str:
     return "read" if verb in READS else "change"
 
 
-def _shown(row: dict[str, Any]) -> dict[str, Any]:
+def _shown(request: Request, row: dict[str, Any]) -> dict[str, Any]:
     """An audit row as the pages show it."""
     target = row.get("target") or ""
     subject, _, ident = target.partition(":")
@@ -84,7 +82,7 @@ def _shown(row: dict[str, Any]) -> dict[str, Any]:
         **row,
         "who": row.get("actor") or {},
         "kind": _kind(row),
-        "summary_items": _items(row.get("summary")),
+        "summary_items": _items(request, row.get("summary")),
         "target_case": int(ident) if subject == "case" and ident.isdigit() else None,
         "short_hash": (row.get("hash") or "")[:10],
     }
@@ -161,7 +159,7 @@ def search_page(request: Request) -> HTMLResponse:
                 newest_first=newest_first,
             )  # fmt: skip
         more = len(found) > PAGE
-        rows = [_shown(r) for r in found[:PAGE]]
+        rows = [_shown(request, r) for r in found[:PAGE]]
     base = {k: v for k, v in filters.items() if v}
     searched = bool({k for k in base if k != "order"})
     return render(
@@ -177,7 +175,9 @@ def search_page(request: Request) -> HTMLResponse:
 # --- a case's reconstruction -----------------------------------------------------------
 
 
-def _timeline(rows: list[dict[str, Any]], history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _timeline(
+    request: Request, rows: list[dict[str, Any]], history: list[dict[str, Any]], pathway: str
+) -> list[dict[str, Any]]:
     """Audit rows in the order they were written, each change joined to its history entry
     (the state change and the data given: the why). A history entry with no audit row of
     its own (none should exist) still appears, at its time."""
@@ -185,7 +185,7 @@ def _timeline(rows: list[dict[str, Any]], history: list[dict[str, Any]]) -> list
     used: set[int] = set()
     out = []
     for row in rows:
-        item = _shown(row)
+        item = _shown(request, row)
         summary = row.get("summary") or {}
         action = str(row.get("action", ""))
         entry = None
@@ -198,14 +198,18 @@ def _timeline(rows: list[dict[str, Any]], history: list[dict[str, Any]]) -> list
                     entry = None
         if entry is not None and entry["version"] not in used:
             used.add(entry["version"])
-            item["change"] = {**entry, "data_items": _items(entry.get("data"))}
+            item["change"] = {
+                **entry,
+                "data_items": _data_items(request, {**entry, "pathway": pathway}),
+            }
         out.append(item)
     for h in history:
         if h["version"] not in used:
             out.append({
                 "at": h["at"], "kind": "change", "who": {"name": h["actor_name"]},
                 "action": f"history:{h['event']}", "outcome": "allowed", "summary_items": [],
-                "change": {**h, "data_items": _items(h.get("data"))}, "seq": None,
+                "change": {**h, "data_items": _data_items(request, {**h, "pathway": pathway})},
+                "seq": None,
             })  # fmt: skip
     out.sort(key=lambda i: datetime.fromisoformat(i["at"]))
     return out
@@ -238,7 +242,7 @@ def reconstruct(request: Request, case_id: int) -> HTMLResponse:
         rows = audit.search(s, rt.audit, actor, query, limit=CASE_ROWS + 1, action=action)
     capped = len(rows) > CASE_ROWS
     rows = rows[:CASE_ROWS]
-    timeline = _timeline(rows, history)
+    timeline = _timeline(request, rows, history, case["pathway"])
     counts = {k: sum(1 for i in timeline if i["kind"] == k) for k in ("change", "read", "refused")}
     return render(
         request, "audit_case.html",
@@ -290,7 +294,7 @@ def _verify(request: Request, form: FormData) -> HTMLResponse:
         if result.first_broken_audit_id and rt.access.can(actor, "audit:log:view"):
             where = AuditEvent.id == result.first_broken_audit_id
             found = list(audit.rows_for(s, where, 1))  # type: ignore[arg-type]
-            broken_row = _shown(found[0]) if found else None
+            broken_row = _shown(request, found[0]) if found else None
     return render(
         request, "audit_verify.html",
         {"title": "Verify the audit chain", "result": result, "broken_row": broken_row,

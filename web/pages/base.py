@@ -8,7 +8,6 @@ there, with source "web".
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -16,12 +15,12 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from jinja2 import pass_context
 from starlette.datastructures import FormData
 
 from referral_engine.access import Actor
-from referral_engine.clock import LONDON
+from referral_engine.display import Display, Names, PathwayFields, pathway_fields
 from web import session
+from web.showing import FILTERS
 from web.writes import run_writing
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
@@ -30,18 +29,6 @@ assert TEMPLATES.env.autoescape  # every template escapes what it shows
 
 class SignInRequired(Exception):
     """Raised by a page when nobody is signed in; answered with a redirect to /login."""
-
-
-def when(value: datetime | str | None, fmt: str = "%-d %b %Y, %H:%M") -> str:
-    if value is None or value == "":
-        return ""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.astimezone(LONDON).strftime(fmt)
-
-
-def day(value: str | None) -> str:
-    return when(value, "%-d %b %Y") if value else ""
 
 
 def duration(seconds: int | None) -> str:
@@ -57,40 +44,7 @@ def duration(seconds: int | None) -> str:
     return f"overdue by {text}" if late else f"{text} left"
 
 
-def name(value: Any) -> str:
-    """A field's or attribute's name tidied for reading (`rag_rationale`: "Rag rationale").
-    Never looked up in the policy's codes: a field called `consent` is not the lawful
-    basis `consent`."""
-    return ("" if value is None else str(value)).replace("_", " ").capitalize()
-
-
-@pass_context
-def label(ctx, value: Any) -> str:
-    """A stored code as people read it: the policy's label for it, else the code tidied."""
-    if value is True or value is False:
-        return "Yes" if value else "No"
-    text = "" if value is None else str(value)
-    return (ctx.get("vocab") or {}).get(text) or name(text)
-
-
-@pass_context
-def shown(ctx, value: Any) -> str:
-    """A value someone entered, for reading back: codes by their policy label, yes/no for
-    true/false, lists joined; free text exactly as typed (never re-capitalised)."""
-    vocab = ctx.get("vocab") or {}
-    if value is True or value is False:
-        return "Yes" if value else "No"
-    if isinstance(value, dict):
-        return "; ".join(f"{name(k)}: {shown(ctx, v)}" for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return ", ".join(shown(ctx, v) for v in value)
-    text = "" if value is None else str(value)
-    return vocab.get(text, text)
-
-
-TEMPLATES.env.filters.update(
-    when=when, day=day, duration=duration, label=label, name=name, shown=shown
-)
+TEMPLATES.env.filters.update(duration=duration, **FILTERS)
 
 
 def nav(request: Request, actor: Actor | None) -> list[tuple[str, str]]:
@@ -172,6 +126,47 @@ def _vocab(reference) -> dict[str, str]:
     return labels
 
 
+# The display for the loaded policy, built once; each request adds its own lookups.
+_display_of: tuple[Any, Display | None] = (None, None)
+
+
+def display_for(request: Request) -> Display:
+    """The request's `Display`: the policy's labels, with names and meetings looked up
+    (and remembered) for this request only."""
+    global _display_of
+    rt = session.runtime(request)
+    held, base = _display_of
+    if held is not rt.policy or base is None:
+        ref = rt.policy.reference
+        base = Display(
+            ref.labels(), ref.field_labels,
+            dash_questions={n: len(v.items) for n, v in rt.policy.dash.versions.items()},
+        )  # fmt: skip
+        _display_of = (rt.policy, base)
+    found = getattr(request.state, "display", None)
+    if found is None:
+        names = Names(rt.db, {p: w.definition.label for p, w in rt.workflows.current.items()})
+        found = request.state.display = base.with_lookups(users=names.user, meetings=names.meeting)
+    return found
+
+
+def fields_of(request: Request, pathway: str) -> PathwayFields | None:
+    """What each stored field of the pathway is (labels, types, codes), built once per
+    loaded definition."""
+    wf = session.runtime(request).workflows.current.get(pathway)
+    if wf is None:
+        return None
+    key = (wf.version, id(session.runtime(request).policy))
+    cached = _fields_cache.get(key)
+    if cached is None or cached[0] is not wf:
+        ref = session.runtime(request).policy.reference
+        cached = _fields_cache[key] = (wf, pathway_fields(wf, ref.field_labels))
+    return cached[1]
+
+
+_fields_cache: dict[tuple[str, int], tuple[Any, PathwayFields]] = {}
+
+
 def render(
     request: Request,
     template: str,
@@ -193,6 +188,8 @@ def render(
         "role_labels": {r: role.label for r, role in rt.policy.roles.items()},
         # The policy's labels for stored codes, which the `label` filter looks up.
         "vocab": _vocab(rt.policy.reference),
+        # How every value on the page reads (web/showing.py), with this request's lookups.
+        "display": display_for(request),
         # The unread count shown on every page (a count only: not audited as a read).
         "unread_notifications": rt.inbox.unread_count(actor) if actor else 0,
     }

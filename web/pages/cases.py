@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
+from referral_engine.display import day_text, opened_by
 from referral_engine.errors import (
     Forbidden,
     InvalidData,
@@ -21,7 +22,7 @@ from referral_engine.pathways import Labels
 from referral_engine.policies import assess_dash
 from web import forms, session
 from web.pages.access import reason_form
-from web.pages.base import posted, redirect, render, signed_in
+from web.pages.base import fields_of, posted, redirect, render, signed_in
 
 router = APIRouter(include_in_schema=False)
 
@@ -37,7 +38,7 @@ def _choices(request: Request, actor, case: dict[str, Any]) -> dict[str, list[tu
             elif spec["type"] == "meeting":
                 meetings = rt.meetings.list(actor.via("web"), case["pathway"])["items"]
                 out[f"{ev['event']}.{name}"] = [
-                    (str(m["id"]), f"{m['date']} ({m['room']} places left)")
+                    (str(m["id"]), f"{day_text(m['date'])} ({m['room']} places left)")
                     for m in meetings
                     if m["room"] > 0
                 ]
@@ -77,6 +78,12 @@ def _page(
     for ev in case["available_events"]:
         ev["fields"] = forms.fields_for(f"ev-{ev['event']}", ev["data"])
     wf = rt.workflows.current.get(case["pathway"])
+    for h in history or ():
+        if h["event"] == "open" and isinstance((h.get("data") or {}).get("reason"), str):
+            h["data"] = {
+                **h["data"],
+                "reason": opened_by(rt.workflows.current, h["data"]["reason"]),
+            }
     return render(
         request, "case.html",
         {"title": f"Case {case_id}", "case": case, "history": history,
@@ -84,6 +91,7 @@ def _page(
          "choices": _choices(request, actor, case), "dash": _dash(request, case),
          "flash": flash, "flash_kind": flash_kind,
          "labels": wf.labels if wf else Labels(),
+         "fields": fields_of(request, case["pathway"]),
          "can_audit": rt.access.can(actor, "audit:log:view"),
          "lawful_bases": rt.policy.reference.lawful_bases,
          "agency_kinds": rt.policy.reference.agency_kinds},

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
 from referral_engine.clock import LONDON
+from referral_engine.display import day_text
 from referral_engine.errors import FieldError, Forbidden, InvalidData
 from web import forms, session
 from web.pages.base import posted, redirect, render, signed_in
@@ -221,7 +222,7 @@ def agenda(request: Request, meeting_id: int, created: int = 0) -> HTMLResponse:
     }
     return render(
         request, "meeting.html",
-        {"title": f"{wf.definition.label} meeting, {meeting['date']}", "meeting": meeting,
+        {"title": f"{wf.definition.label} meeting, {day_text(meeting['date'])}", "meeting": meeting,
          "pathway_label": wf.definition.label, "summary": summary, "today": today,
          "is_past": meeting["date"] < today,
          "has_actions": any(

@@ -34,8 +34,6 @@ KEY = re.compile(r"^[A-Za-z0-9-]{8,64}$")
 SUBJECT_TEXT = ("given_name", "family_name", "other_names", "gender", "address", "postcode",
                 "ethnicity", "language")  # fmt: skip
 HOUSEHOLD = ("name", "relationship", "age", "date_of_birth")
-GENDERS = [("female", "Female"), ("male", "Male"), ("non-binary", "Non-binary"),
-           ("other", "Another gender"), ("not known", "Not known")]  # fmt: skip
 # The concerns that show the DASH checklist (app.js shows the section for the same ones).
 DASH_CONCERNS = {"domestic_abuse", "honour_based_abuse", "stalking"}
 STATUS = {"in_progress": "Being looked at", "decided": "Decided", "closed": "Closed"}
@@ -318,7 +316,7 @@ def _form_page(
          "values": values, "errors": arranged, "errors_at": errors_at,
          "form_key": form_key if form_key and KEY.match(form_key) else uuid.uuid4().hex,
          "pathways": pathways, "concerns": vocab.concerns, "consent_options": vocab.consent,
-         "genders": GENDERS, "household_rows": HOUSEHOLD_ROWS,
+         "genders": list(rt.policy.reference.genders.items()), "household_rows": HOUSEHOLD_ROWS,
          "fgm_duty_applies": actor.agency_kind in vocab.fgm_duty_agency_kinds,
          "fgm_duty_kinds": vocab.fgm_duty_agency_kinds,
          "dash_version": version, "dash_version_name": version_name,
