@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from referral_engine.access.rules import Access
+from referral_engine.accounts.federated import FederatedSignIn
+from referral_engine.accounts.oidc import Provider, ProviderConfig
 from referral_engine.accounts.users import Accounts
 from referral_engine.audit.log import AuditLog, Verification, verify
 from referral_engine.casework.breakglass import BreakGlass
@@ -23,6 +25,7 @@ from referral_engine.ops.retention import Retention, load_retention
 from referral_engine.ops.scheduler import Scheduler
 from referral_engine.pathways.definitions import Workflows
 from referral_engine.people.merges import Merges
+from referral_engine.policies.identity import load_identity
 from referral_engine.policies.policy import Policy, load_policy
 from referral_engine.referrals.receive import Referrals
 from referral_engine.reports.exports import Exports
@@ -56,6 +59,8 @@ class Runtime:
     exports: Exports
     break_glass: BreakGlass
     retention: Retention | None = None
+    # Sign-in through the identity provider (accounts/federated.py); off without an issuer.
+    federated: FederatedSignIn | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _sequencer: threading.Thread | None = None
     _deliverer: threading.Thread | None = None
@@ -86,6 +91,21 @@ class Runtime:
             settings.base_url,
         )  # fmt: skip
         reports = Reports(db, access, policy, audit, engine.refused)
+        provider = None
+        if settings.oidc_enabled:
+            provider = Provider(
+                ProviderConfig(
+                    issuer=settings.oidc_issuer,  # type: ignore[arg-type]
+                    client_id=settings.oidc_client_id or "",
+                    client_secret=settings.oidc_client_secret,
+                    scopes=settings.oidc_scopes,
+                    timeout=settings.oidc_timeout_seconds,
+                )
+            )
+        federated = FederatedSignIn(
+            db, access, audit, clock, accounts,
+            load_identity(settings.policies_dir, policy), provider,
+        )  # fmt: skip
         cases = Cases(db, engine, access, policy, clock, audit)
         return cls(
             settings=settings,
@@ -116,6 +136,7 @@ class Runtime:
                 clock,
                 audit,
             ),
+            federated=federated,
         )
 
     def start(self) -> None:

@@ -7,6 +7,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
 from referral_engine.access import Actor
+from referral_engine.errors import Forbidden
 from referral_engine.runtime import Runtime
 from web.deps import actor, runtime, token
 from web.problems import RESPONSES
@@ -35,6 +36,7 @@ class MeOut(BaseModel):
     response_model=TokenOut,
     responses={
         401: RESPONSES[401],
+        403: RESPONSES[403],
         429: {**RESPONSES[401], "description": "Locked after too many failed sign-ins"},
     },
 )
@@ -43,7 +45,14 @@ def sign_in(
     form: OAuth2PasswordRequestForm = Depends(),
     rt: Runtime = Depends(runtime),
 ) -> TokenOut:
-    """OAuth2 password grant. Five failures in 15 minutes lock the username for 15 minutes."""
+    """OAuth2 password grant. Five failures in 15 minutes lock the username for 15 minutes.
+    Refused (403) when local passwords are switched off: sign in through the provider."""
+    if not rt.settings.local_passwords:
+        raise Forbidden(
+            "local passwords are switched off (REFERRAL_ENGINE_LOCAL_PASSWORDS=0): sign in "
+            "through your organisation's identity provider at /login, or use a service "
+            "account's API key"
+        )
     value, _, expires_in = rt.accounts.sign_in(
         form.username, form.password, source="api", request_id=request.state.request_id
     )
