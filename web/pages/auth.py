@@ -97,11 +97,12 @@ def _logout(request: Request, form: FormData) -> Response:
         rt.accounts.sign_out(token, actor)
         if rt.federated.has_identity(actor.user_id):
             # Signed in at the provider: sign out there too (RP-initiated logout), which
-            # sends the browser back to the sign-in page.
-            back = str(request.url_for("login_form"))
-            elsewhere = rt.federated.logout_url(back)
+            # sends the browser back to the sign-in page. A page that goes on by itself,
+            # not a redirect: the CSP's form-action 'self' stops a form's redirect to
+            # another site.
+            elsewhere = rt.federated.logout_url(str(request.url_for("login_form")))
             if elsewhere:
-                response = redirect(elsewhere)
+                response = render(request, "logout_provider.html", {"provider_logout": elsewhere})
         session.end_session(response)
     elif actor is None:
         session.end_session(response)
