@@ -10,6 +10,7 @@ from datetime import timedelta
 from referral_engine.access.rules import Access
 from referral_engine.accounts.federated import FederatedSignIn
 from referral_engine.accounts.oidc import Provider, ProviderConfig
+from referral_engine.accounts.second_factor import SecondFactors
 from referral_engine.accounts.users import Accounts
 from referral_engine.audit.log import AuditLog, Verification, verify
 from referral_engine.casework.breakglass import BreakGlass
@@ -61,6 +62,8 @@ class Runtime:
     retention: Retention | None = None
     # Sign-in through the identity provider (accounts/federated.py); off without an issuer.
     federated: FederatedSignIn | None = None
+    # TOTP for the roles that see the most, on password sign-in (accounts/second_factor.py).
+    second_factors: SecondFactors | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _sequencer: threading.Thread | None = None
     _deliverer: threading.Thread | None = None
@@ -102,9 +105,11 @@ class Runtime:
                     timeout=settings.oidc_timeout_seconds,
                 )
             )
-        federated = FederatedSignIn(
-            db, access, audit, clock, accounts,
-            load_identity(settings.policies_dir, policy), provider,
+        identity = load_identity(settings.policies_dir, policy)
+        federated = FederatedSignIn(db, access, audit, clock, accounts, identity, provider)
+        second_factors = SecondFactors(
+            db, access, audit, clock, accounts, identity.second_factor_roles,
+            secret=settings.effective_secret_key(), enabled=settings.second_factor,
         )  # fmt: skip
         cases = Cases(db, engine, access, policy, clock, audit)
         return cls(
@@ -137,6 +142,7 @@ class Runtime:
                 audit,
             ),
             federated=federated,
+            second_factors=second_factors,
         )
 
     def start(self) -> None:

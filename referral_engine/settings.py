@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     oidc_timeout_seconds: float = 10.0
     # Off: /login offers only the provider and the API refuses passwords.
     local_passwords: bool = True
+    # A password sign-in of the roles in identity.yaml's second_factor_roles (admin,
+    # auditor) also needs a TOTP code. Off only in the test suite, whose fixtures sign
+    # those roles in with a password alone (tests/test_second_factor.py turns it on).
+    second_factor: bool = True
 
     def effective_secret_key(self) -> str:
         return self._secret("secret_key", self.secret_key, DEMO_SECRET_KEY)

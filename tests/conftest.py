@@ -131,6 +131,9 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
         password_hasher="argon2-fast",
         audit_seal_interval_seconds=0.2,
         demo=False,
+        # The fixtures sign admin and auditor in with a password alone; the second factor
+        # is tested on its own (tests/test_second_factor.py).
+        second_factor=False,
     )
     values.update(overrides)
     return Settings(**values)

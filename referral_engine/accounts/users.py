@@ -503,12 +503,20 @@ class Accounts:
     # --- sign-in -------------------------------------------------------------------------
 
     def sign_in(
-        self, username: str, password: str, *, source: str, request_id: str | None
+        self,
+        username: str,
+        password: str,
+        *,
+        source: str,
+        request_id: str | None,
+        second_factor: Callable[[User], None] | None = None,
     ) -> tuple[str, Actor, int]:
         """Check a password; returns (token, actor, expires_in seconds).
 
         Five failures within the window lock the username for the lock period (429 with
-        Retry-After). Every attempt, failed or not, is audited.
+        Retry-After). Every attempt, failed or not, is audited. `second_factor(user)`, once
+        the password is right, may refuse to go on (accounts/second_factor.py: it audits
+        and counts its own refusals).
         """
         now = self.clock.now()
         anon = self.access.actor(
@@ -530,6 +538,8 @@ class Accounts:
             user.password_hash if user else passwords.dummy_hash(self.hasher),
             self.hasher,
         )
+        if good and user is not None and not user.disabled and second_factor is not None:
+            second_factor(user)
         with self.db.transaction() as s:
             if not good or user is None or user.disabled:
                 s.add(LoginFailure(username=username[:100], at=now))

@@ -33,6 +33,8 @@ class IdentityFile(Strict):
     ask: str = DEFAULT_ASK
     tenants: dict[str, Tenant] = Field(default_factory=dict)
     roles: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # Roles whose password sign-in also needs a TOTP code (accounts/second_factor.py).
+    second_factor_roles: tuple[str, ...] = ("admin", "auditor")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class IdentityPolicy:
     tenants: dict[str, Tenant]
     role_map: dict[str, tuple[str, ...]]
     ask: str = DEFAULT_ASK
+    second_factor_roles: frozenset[str] = frozenset({"admin", "auditor"})
 
     def tenant(self, tid: Any) -> Tenant | None:
         return self.tenants.get(tid) if isinstance(tid, str) else None
@@ -94,4 +97,12 @@ def load_identity(directory: Path, policy: Policy) -> IdentityPolicy:
                     str(path), line_for(lines, ("roles", value, i)), f"roles.{value}.{i}",
                     f"unknown role {role!r}; roles: {', '.join(policy.roles)}",
                 )  # fmt: skip
-    return IdentityPolicy(dict(data.tenants), dict(data.roles), data.ask)
+    for i, role in enumerate(data.second_factor_roles):
+        if role not in policy.roles:
+            raise DefinitionError(
+                str(path), line_for(lines, ("second_factor_roles", i)),
+                f"second_factor_roles.{i}", f"unknown role {role!r}",
+            )  # fmt: skip
+    return IdentityPolicy(
+        dict(data.tenants), dict(data.roles), data.ask, frozenset(data.second_factor_roles)
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
@@ -43,9 +43,16 @@ class MeOut(BaseModel):
 def sign_in(
     request: Request,
     form: OAuth2PasswordRequestForm = Depends(),
+    otp: str | None = Form(
+        default=None,
+        max_length=64,
+        description="An administrator's or auditor's second factor: the 6-digit code from "
+        "their authenticator app, or one of their recovery codes",
+    ),
     rt: Runtime = Depends(runtime),
 ) -> TokenOut:
     """OAuth2 password grant. Five failures in 15 minutes lock the username for 15 minutes.
+    Administrators and auditors also send `otp` (their second factor).
     Refused (403) when local passwords are switched off: sign in through the provider."""
     if not rt.settings.local_passwords:
         raise Forbidden(
@@ -53,9 +60,11 @@ def sign_in(
             "through your organisation's identity provider at /login, or use a service "
             "account's API key"
         )
+    rid = request.state.request_id
     value, _, expires_in = rt.accounts.sign_in(
-        form.username, form.password, source="api", request_id=request.state.request_id
-    )
+        form.username, form.password, source="api", request_id=rid,
+        second_factor=rt.second_factors.checker(otp, source="api", request_id=rid),
+    )  # fmt: skip
     return TokenOut(access_token=value, expires_in=expires_in)
 
 

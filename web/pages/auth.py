@@ -7,8 +7,10 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from referral_engine.accounts import SecondFactorNeeded
 from referral_engine.errors import Locked, Unauthorised
 from web import session
+from web.pages import second_factor
 from web.pages.base import redirect, render, safe_next
 from web.writes import run_writing
 
@@ -58,10 +60,15 @@ def _login(request: Request, form: FormData) -> Response:
     elif not username or not password:
         error, status = "Enter your username and password.", 422
     else:
+        rid = request.state.request_id
         try:
             token, _, ttl = rt.accounts.sign_in(
-                username, password, source="web", request_id=request.state.request_id
-            )
+                username, password, source="web", request_id=rid,
+                second_factor=rt.second_factors.checker(None, source="web", request_id=rid),
+            )  # fmt: skip
+        except SecondFactorNeeded as exc:
+            # The password was right: on to the code (or to setting one up).
+            return second_factor.ask_for_code(request, exc.user_id, exc.enrolled, next_url)
         except Locked as exc:
             minutes = exc.retry_after // 60 + 1
             error, status = (
