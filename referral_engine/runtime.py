@@ -11,6 +11,7 @@ from referral_engine.access.rules import Access
 from referral_engine.accounts.federated import FederatedSignIn
 from referral_engine.accounts.oidc import Provider, ProviderConfig
 from referral_engine.accounts.second_factor import SecondFactors
+from referral_engine.accounts.service_accounts import ServiceAccounts
 from referral_engine.accounts.users import Accounts
 from referral_engine.audit.log import AuditLog, Verification, verify
 from referral_engine.casework.breakglass import BreakGlass
@@ -64,6 +65,8 @@ class Runtime:
     federated: FederatedSignIn | None = None
     # TOTP for the roles that see the most, on password sign-in (accounts/second_factor.py).
     second_factors: SecondFactors | None = None
+    # Partner systems' API keys (accounts/service_accounts.py).
+    service_accounts: ServiceAccounts | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _sequencer: threading.Thread | None = None
     _deliverer: threading.Thread | None = None
@@ -112,6 +115,8 @@ class Runtime:
             secret=settings.effective_secret_key(), enabled=settings.second_factor,
         )  # fmt: skip
         cases = Cases(db, engine, access, policy, clock, audit)
+        service_accounts = ServiceAccounts(db, access, audit, clock, accounts)
+        accounts.api_keys = service_accounts
         return cls(
             settings=settings,
             db=db,
@@ -143,6 +148,7 @@ class Runtime:
             ),
             federated=federated,
             second_factors=second_factors,
+            service_accounts=service_accounts,
         )
 
     def start(self) -> None:

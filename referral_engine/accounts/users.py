@@ -80,6 +80,10 @@ ANONYMOUS_SOURCE = "anonymous"
 
 
 class Accounts:
+    # Service accounts' API keys (service_accounts.py), resolved here for the API so that
+    # every route that takes a bearer token takes a key too; set by the runtime.
+    api_keys: Any = None
+
     def __init__(
         self,
         db: Database,
@@ -584,9 +588,13 @@ class Accounts:
     def check_token(self, token: str) -> None:
         """The token's signature, type and expiry, without reading the database: a route
         that looks the actor up later still refuses a bad token before a bad body."""
+        if self.api_keys is not None and token.startswith("rek_"):
+            return self.api_keys.check(token)
         tokens.read(token, self.secret, self.clock.now())
 
     def actor_from_token(self, token: str, *, source: str, request_id: str | None) -> Actor:
+        if self.api_keys is not None and token.startswith("rek_") and source == "api":
+            return self.api_keys.actor_for_key(token, source=source, request_id=request_id)
         now = self.clock.now()
         claims = tokens.read(token, self.secret, now)
         with self.db.read_connection() as conn:
