@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from referral_engine.accounts.oidc import expected_issuer, identity_key
+from referral_engine.accounts.oidc import expected_issuer, identity_key, metadata_names_issuer
 from referral_engine.errors import DefinitionError
 from referral_engine.policies import load_identity, load_policy
 from referral_engine.settings import ConfigurationError, Settings
@@ -82,6 +82,15 @@ def test_entra_multi_tenant_issuer_is_filled_from_the_tokens_tenant():
     assert expected_issuer(template, {}) == template
     assert expected_issuer(template, {"tid": "x/../y"}) == template
     assert expected_issuer("https://idp.example", {"tid": "abc"}) == "https://idp.example"
+
+
+def test_discovery_must_name_the_issuer_it_was_fetched_for():
+    template = "https://login.microsoftonline.com/{tenantid}/v2.0"
+    assert metadata_names_issuer("https://idp.example/", "https://idp.example")
+    assert not metadata_names_issuer("https://evil.example", "https://idp.example")
+    assert metadata_names_issuer(template, "https://login.microsoftonline.com/organizations/v2.0")
+    assert metadata_names_issuer(template, "https://login.microsoftonline.com/common/v2.0")
+    assert not metadata_names_issuer(template, "https://login.evil.example/organizations/v2.0")
 
 
 @given(sub=st.text(min_size=1, max_size=30), email=st.emails())

@@ -121,6 +121,20 @@ def _same_issuer(a: str, b: str) -> bool:
     return a.rstrip("/") == b.rstrip("/")
 
 
+def metadata_names_issuer(named: str, configured: str) -> bool:
+    """Whether discovery metadata fetched for `configured` names it as its issuer
+    (Discovery 4.3), allowing Entra's multi-tenant endpoints (`organizations`, `common`),
+    whose metadata names the `{tenantid}` template instead."""
+    if _same_issuer(named, configured):
+        return True
+    if ENTRA_TENANT_TEMPLATE not in named:
+        return False
+    return any(
+        _same_issuer(named.replace(ENTRA_TENANT_TEMPLATE, alias), configured)
+        for alias in ("organizations", "common")
+    )
+
+
 class Provider:
     """One OpenID Provider: metadata and keys fetched when first needed and cached."""
 
@@ -155,7 +169,7 @@ class Provider:
         # OpenID Connect Discovery 4.3: the metadata must name the issuer it was fetched
         # for, or a provider could pass itself off as another.
         named = str(data.get("issuer") or "")
-        if not _same_issuer(named, self.config.issuer):
+        if not metadata_names_issuer(named, self.config.issuer):
             raise SignInRefused("provider_unreachable", UNREACHABLE)
         for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             if not isinstance(data.get(key), str):
