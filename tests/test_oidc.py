@@ -335,6 +335,13 @@ def test_local_passwords_off(no_passwords, oidc_provider):
     assert "local passwords are switched off" in r.json()["detail"]
     r = client.post("/login", data={"username": "officer", "password": PASSWORD})
     assert r.status_code == 403 and "re_session" not in client.cookies
+    refused = [
+        row["summary"]
+        for action in ("api:auth:sign_in", "web:auth:sign_in")
+        for row in audit_rows(rt, action)
+        if row["outcome"] == "refused"
+    ]
+    assert [r["passwords"] for r in refused] == ["off", "off"]
     sign_in(client, oidc_provider, "council-officer")
     assert me(client).json()["roles"] == ["mash_officer"]
 

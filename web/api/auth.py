@@ -15,6 +15,18 @@ from web.problems import RESPONSES
 router = APIRouter(prefix="/api", tags=["auth"])
 
 
+def refuse_password(rt: Runtime, username: str, source: str, rid: str | None, exc) -> None:
+    """Audit a password sign-in refused because local passwords are off."""
+    anon = rt.access.actor(
+        user_id=None, username=username[:100], display_name=username[:100], roles=[],
+        source=source, request_id=rid,
+    )  # fmt: skip
+    rt.engine.refused(
+        anon, f"{source}:auth:sign_in", exc, target=f"user:{username[:100]}",
+        summary={"method": "password", "passwords": "off"},
+    )  # fmt: skip
+
+
 class TokenOut(BaseModel):
     access_token: str
     token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type
@@ -54,13 +66,15 @@ def sign_in(
     """OAuth2 password grant. Five failures in 15 minutes lock the username for 15 minutes.
     Administrators and auditors also send `otp` (their second factor).
     Refused (403) when local passwords are switched off: sign in through the provider."""
+    rid = request.state.request_id
     if not rt.settings.local_passwords:
-        raise Forbidden(
+        refusal = Forbidden(
             "local passwords are switched off (REFERRAL_ENGINE_LOCAL_PASSWORDS=0): sign in "
             "through your organisation's identity provider at /login, or use a service "
             "account's API key"
         )
-    rid = request.state.request_id
+        refuse_password(rt, form.username, "api", rid, refusal)
+        raise refusal
     value, _, expires_in = rt.accounts.sign_in(
         form.username, form.password, source="api", request_id=rid,
         second_factor=rt.second_factors.checker(otp, source="api", request_id=rid),

@@ -8,8 +8,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from referral_engine.accounts import SecondFactorNeeded
-from referral_engine.errors import Locked, Unauthorised
+from referral_engine.errors import Forbidden, Locked, Unauthorised
 from web import session
+from web.api.auth import refuse_password
 from web.pages import second_factor
 from web.pages.base import redirect, render, safe_next
 from web.writes import run_writing
@@ -55,6 +56,9 @@ def _login(request: Request, form: FormData) -> Response:
     error, status = None, 200
     if not rt.settings.local_passwords:
         error, status = "Sign in with your organisation's account: passwords are not used.", 403
+        refuse_password(
+            rt, username, "web", request.state.request_id, Forbidden("local passwords are off")
+        )
     elif not session.csrf_ok(request, str(form.get("csrf") or "")):
         error, status = "Your session expired. Please sign in again.", 400
     elif not username or not password:
