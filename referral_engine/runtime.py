@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from referral_engine.access.rules import Access
+from referral_engine.accounts.federated import FederatedSignIn
+from referral_engine.accounts.oidc import Provider, ProviderConfig
+from referral_engine.accounts.second_factor import SecondFactors
+from referral_engine.accounts.service_accounts import ServiceAccounts
 from referral_engine.accounts.users import Accounts
 from referral_engine.audit.log import AuditLog, Verification, verify
 from referral_engine.casework.breakglass import BreakGlass
@@ -23,6 +27,7 @@ from referral_engine.ops.retention import Retention, load_retention
 from referral_engine.ops.scheduler import Scheduler
 from referral_engine.pathways.definitions import Workflows
 from referral_engine.people.merges import Merges
+from referral_engine.policies.identity import load_identity
 from referral_engine.policies.policy import Policy, load_policy
 from referral_engine.referrals.receive import Referrals
 from referral_engine.reports.exports import Exports
@@ -58,6 +63,12 @@ class Runtime:
     exports: Exports
     break_glass: BreakGlass
     retention: Retention | None = None
+    # Sign-in through the identity provider (accounts/federated.py); off without an issuer.
+    federated: FederatedSignIn | None = None
+    # TOTP for the roles that see the most, on password sign-in (accounts/second_factor.py).
+    second_factors: SecondFactors | None = None
+    # Partner systems' API keys (accounts/service_accounts.py).
+    service_accounts: ServiceAccounts | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _sequencer: threading.Thread | None = None
     _deliverer: threading.Thread | None = None
@@ -93,7 +104,26 @@ class Runtime:
                 settings.policies_dir, workflows, {"mash", *policy.reference.onward_pathways}
             ),
         )  # fmt: skip
+        provider = None
+        if settings.oidc_enabled:
+            provider = Provider(
+                ProviderConfig(
+                    issuer=settings.oidc_issuer,  # type: ignore[arg-type]
+                    client_id=settings.oidc_client_id or "",
+                    client_secret=settings.oidc_client_secret,
+                    scopes=settings.oidc_scopes,
+                    timeout=settings.oidc_timeout_seconds,
+                )
+            )
+        identity = load_identity(settings.policies_dir, policy)
+        federated = FederatedSignIn(db, access, audit, clock, accounts, identity, provider)
+        second_factors = SecondFactors(
+            db, access, audit, clock, accounts, identity.second_factor_roles,
+            secret=settings.effective_secret_key(), enabled=settings.second_factor,
+        )  # fmt: skip
         cases = Cases(db, engine, access, policy, clock, audit)
+        service_accounts = ServiceAccounts(db, access, audit, clock, accounts)
+        accounts.api_keys = service_accounts
         return cls(
             settings=settings,
             db=db,
@@ -123,6 +153,9 @@ class Runtime:
                 clock,
                 audit,
             ),
+            federated=federated,
+            second_factors=second_factors,
+            service_accounts=service_accounts,
         )
 
     def start(self) -> None:

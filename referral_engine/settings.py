@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +63,23 @@ class Settings(BaseSettings):
     notify_interval_seconds: float = 15.0
     # Links in emails point here.
     base_url: str = "http://127.0.0.1:8000"
+    # OpenID Connect sign-in (accounts/oidc.py): offered on /login when an issuer is set.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    # A plain-http issuer, only on a loopback address: for the test suite's provider.
+    oidc_allow_http: bool = False
+    # The callback URL registered at the provider; default: this server's own URL for
+    # /login/oidc/callback as the request reached it. Set it behind a proxy.
+    oidc_redirect_uri: str | None = None
+    oidc_scopes: str = "openid profile email"
+    oidc_timeout_seconds: float = 10.0
+    # Off: /login offers only the provider and the API refuses passwords.
+    local_passwords: bool = True
+    # A password sign-in of the roles in identity.yaml's second_factor_roles (admin,
+    # auditor) also needs a TOTP code. Off only in the test suite, whose fixtures sign
+    # those roles in with a password alone (tests/test_second_factor.py turns it on).
+    second_factor: bool = True
 
     def effective_secret_key(self) -> str:
         return self._secret("secret_key", self.secret_key, DEMO_SECRET_KEY)
@@ -88,6 +106,41 @@ class Settings(BaseSettings):
         """Fail early (at start-up) rather than on the first request."""
         self.effective_secret_key()
         self.effective_audit_key()
+        self.check_sign_in()
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer)
+
+    def check_sign_in(self) -> None:
+        """The sign-in settings describe a safe way to run: an https issuer (plain http only
+        on loopback, and only when allowed), a client id and, outside demo mode, a secret;
+        and some way to sign in at all."""
+        if not self.oidc_enabled:
+            if not self.local_passwords:
+                raise ConfigurationError(
+                    "REFERRAL_ENGINE_LOCAL_PASSWORDS is off but no REFERRAL_ENGINE_OIDC_ISSUER "
+                    "is set: nobody could sign in"
+                )
+            return
+        issuer = urlsplit(self.oidc_issuer or "")
+        if issuer.scheme != "https":
+            loopback = issuer.hostname in {"127.0.0.1", "::1", "localhost"}
+            if not (issuer.scheme == "http" and loopback and self.oidc_allow_http):
+                raise ConfigurationError(
+                    "REFERRAL_ENGINE_OIDC_ISSUER must be an https URL (plain http only on a "
+                    "loopback address with REFERRAL_ENGINE_OIDC_ALLOW_HTTP=1, for tests)"
+                )
+        if not self.oidc_client_id:
+            raise ConfigurationError(
+                "REFERRAL_ENGINE_OIDC_CLIENT_ID is not set: the application (client) ID "
+                "registered at the identity provider"
+            )
+        if not self.oidc_client_secret and not self.demo:
+            raise ConfigurationError(
+                "REFERRAL_ENGINE_OIDC_CLIENT_SECRET is not set: the client secret registered "
+                "at the identity provider"
+            )
 
     @property
     def is_sqlite(self) -> bool:

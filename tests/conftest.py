@@ -131,6 +131,9 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
         password_hasher="argon2-fast",
         audit_seal_interval_seconds=0.2,
         demo=False,
+        # The fixtures sign admin and auditor in with a password alone; the second factor
+        # is tested on its own (tests/test_second_factor.py).
+        second_factor=False,
     )
     values.update(overrides)
     return Settings(**values)
@@ -396,3 +399,24 @@ def live(app) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=20)
+
+
+# --- a real OpenID Provider (tests/oidc_provider.py) -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def oidc_provider():
+    """oidc-provider-mock served on a loopback port for the whole session."""
+    from oidc_provider import running_provider
+
+    with running_provider() as provider:
+        yield provider
+
+
+def oidc_settings(db_url: str, provider, **overrides: Any) -> Settings:
+    from oidc_provider import CLIENT_ID, CLIENT_SECRET
+
+    return make_settings(
+        db_url, oidc_issuer=provider.issuer, oidc_client_id=CLIENT_ID,
+        oidc_client_secret=CLIENT_SECRET, oidc_allow_http=True, **overrides,
+    )  # fmt: skip

@@ -91,3 +91,37 @@ def read(token: str, secret: str, now: datetime) -> Claims:
     if expires <= now:
         raise Unauthorised("the token has expired")
     return Claims(user_id, str(payload["jti"]), expires, generation)
+
+
+# --- a step of sign-in not yet finished (the second factor) -------------------------------
+
+PENDING = "sign_in_pending"
+
+
+def issue_pending(user_id: int, secret: str, now: datetime, ttl: timedelta) -> str:
+    """A short-lived proof that this user's password was right, for the page that asks
+    for their second factor. It is not an access token: `read` refuses it."""
+    return jwt.encode(
+        {"sub": str(user_id), "jti": uuid.uuid4().hex, "iat": int(now.timestamp()),
+         "exp": int((now + ttl).timestamp()), "typ": PENDING},
+        secret,
+        algorithm=ALGORITHM,
+    )  # fmt: skip
+
+
+def read_pending(token: str, secret: str, now: datetime) -> int:
+    """The user id of a genuine, unexpired pending sign-in, or Unauthorised."""
+    try:
+        payload = jwt.decode(
+            token, secret, algorithms=[ALGORITHM],
+            options={"verify_exp": False, "require_sub": True},
+        )  # fmt: skip
+        if payload.get("typ") != PENDING:
+            raise JWTError("not a pending sign-in")
+        if int(payload["exp"]) <= int(now.timestamp()):
+            raise JWTError("expired")
+        return int(payload["sub"])
+    except (JWTError, KeyError, TypeError, ValueError):
+        raise Unauthorised(
+            "the sign-in has expired: enter your username and password again"
+        ) from None

@@ -80,6 +80,10 @@ ANONYMOUS_SOURCE = "anonymous"
 
 
 class Accounts:
+    # Service accounts' API keys (service_accounts.py), resolved here for the API so that
+    # every route that takes a bearer token takes a key too; set by the runtime.
+    api_keys: Any = None
+
     def __init__(
         self,
         db: Database,
@@ -503,12 +507,20 @@ class Accounts:
     # --- sign-in -------------------------------------------------------------------------
 
     def sign_in(
-        self, username: str, password: str, *, source: str, request_id: str | None
+        self,
+        username: str,
+        password: str,
+        *,
+        source: str,
+        request_id: str | None,
+        second_factor: Callable[[User], None] | None = None,
     ) -> tuple[str, Actor, int]:
         """Check a password; returns (token, actor, expires_in seconds).
 
         Five failures within the window lock the username for the lock period (429 with
-        Retry-After). Every attempt, failed or not, is audited.
+        Retry-After). Every attempt, failed or not, is audited. `second_factor(user)`, once
+        the password is right, may refuse to go on (accounts/second_factor.py: it audits
+        and counts its own refusals).
         """
         now = self.clock.now()
         anon = self.access.actor(
@@ -530,6 +542,8 @@ class Accounts:
             user.password_hash if user else passwords.dummy_hash(self.hasher),
             self.hasher,
         )
+        if good and user is not None and not user.disabled and second_factor is not None:
+            second_factor(user)
         with self.db.transaction() as s:
             if not good or user is None or user.disabled:
                 s.add(LoginFailure(username=username[:100], at=now))
@@ -574,9 +588,13 @@ class Accounts:
     def check_token(self, token: str) -> None:
         """The token's signature, type and expiry, without reading the database: a route
         that looks the actor up later still refuses a bad token before a bad body."""
+        if self.api_keys is not None and token.startswith("rek_"):
+            return self.api_keys.check(token)
         tokens.read(token, self.secret, self.clock.now())
 
     def actor_from_token(self, token: str, *, source: str, request_id: str | None) -> Actor:
+        if self.api_keys is not None and token.startswith("rek_") and source == "api":
+            return self.api_keys.actor_for_key(token, source=source, request_id=request_id)
         now = self.clock.now()
         claims = tokens.read(token, self.secret, now)
         with self.db.read_connection() as conn:

@@ -252,8 +252,10 @@ def parser() -> argparse.ArgumentParser:
     verify.set_defaults(func=cmd_audit_verify)
 
     from referral_engine.cli.ops import register  # db backup, retention, sar
+    from referral_engine.cli.service_accounts import register as register_service_accounts
 
     register(sub, db)
+    register_service_accounts(sub)
     return p
 
 

@@ -364,3 +364,67 @@ class Erasure(SQLModel, table=True):
     erased: dict = _json(default_factory=dict)
     erased_at: datetime = _ts(default_factory=utcnow)
     erased_by: str = Field(max_length=200)
+
+
+class ExternalIdentity(SQLModel, table=True):
+    """A user signed in through the identity provider, keyed on who the provider says
+    they are (issuer + subject; on Entra, tenant + object id), never on an email."""
+
+    __tablename__ = "external_identity"
+    __table_args__ = (sa.UniqueConstraint("issuer", "subject", name="uq_external_identity"),)
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    issuer: str = Field(max_length=500)
+    subject: str = Field(max_length=255)
+    tenant: str | None = Field(default=None, max_length=100)
+    created_at: datetime = _ts(default_factory=utcnow)
+    last_sign_in_at: datetime | None = _ts(default=None)
+
+
+class PendingSignIn(SQLModel, table=True):
+    """A sign-in sent to the provider and not yet back: its state (hashed), the nonce and
+    PKCE verifier it must come back with, and the browser it must come back to. Deleted
+    when it comes back, so a callback or an ID token works once."""
+
+    __tablename__ = "pending_sign_in"
+    state_hash: str = Field(primary_key=True, max_length=64)
+    browser_hash: str = Field(max_length=64)
+    nonce: str = Field(max_length=128)
+    code_verifier: str = Field(max_length=128)
+    next_url: str = Field(max_length=500)
+    expires_at: datetime = _ts(index=True)
+
+
+class SecondFactor(SQLModel, table=True):
+    """A user's TOTP key (sealed with the secret key), confirmed once they typed a code
+    from it; the last time step used, so a code works once."""
+
+    __tablename__ = "second_factor"
+    user_id: int = Field(foreign_key="app_user.id", primary_key=True)
+    sealed_key: str = Field(sa_type=sa.Text)
+    confirmed_at: datetime | None = _ts(default=None)
+    last_step: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+
+
+class RecoveryCode(SQLModel, table=True):
+    """A one-time code to sign in without the authenticator, stored hashed."""
+
+    __tablename__ = "recovery_code"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    code_hash: str = Field(max_length=64)
+    used_at: datetime | None = _ts(default=None)
+
+
+class ServiceAccount(SQLModel, table=True):
+    """A partner system's API key: acts as its own user (role and agency), the key stored
+    hashed and named by a public id, revocable."""
+
+    __tablename__ = "service_account"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    user_id: int = Field(foreign_key="app_user.id", unique=True)
+    key_id: str = Field(max_length=32, unique=True)
+    key_hash: str = Field(max_length=64)
+    created_at: datetime = _ts(default_factory=utcnow)
+    revoked_at: datetime | None = _ts(default=None)

@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
 from referral_engine.access import Actor
+from referral_engine.errors import Forbidden
 from referral_engine.runtime import Runtime
 from web.deps import actor, runtime, token
 from web.problems import RESPONSES, error_response
 
 router = APIRouter(prefix="/api", tags=["auth"])
+
+
+def refuse_password(rt: Runtime, username: str, source: str, rid: str | None, exc) -> None:
+    """Audit a password sign-in refused because local passwords are off."""
+    anon = rt.access.actor(
+        user_id=None, username=username[:100], display_name=username[:100], roles=[],
+        source=source, request_id=rid,
+    )  # fmt: skip
+    rt.engine.refused(
+        anon, f"{source}:auth:sign_in", exc, target=f"user:{username[:100]}",
+        summary={"method": "password", "passwords": "off"},
+    )  # fmt: skip
 
 
 class TokenOut(BaseModel):
@@ -35,18 +48,37 @@ class MeOut(BaseModel):
     response_model=TokenOut,
     responses={
         401: RESPONSES[401],
+        403: RESPONSES[403],
         429: error_response(429, "Locked after too many failed sign-ins; see `Retry-After`"),
     },
 )
 def sign_in(
     request: Request,
     form: OAuth2PasswordRequestForm = Depends(),
+    otp: str | None = Form(
+        default=None,
+        max_length=64,
+        description="An administrator's or auditor's second factor: the 6-digit code from "
+        "their authenticator app, or one of their recovery codes",
+    ),
     rt: Runtime = Depends(runtime),
 ) -> TokenOut:
-    """OAuth2 password grant. Five failures in 15 minutes lock the username for 15 minutes."""
+    """OAuth2 password grant. Five failures in 15 minutes lock the username for 15 minutes.
+    Administrators and auditors also send `otp` (their second factor).
+    Refused (403) when local passwords are switched off: sign in through the provider."""
+    rid = request.state.request_id
+    if not rt.settings.local_passwords:
+        refusal = Forbidden(
+            "local passwords are switched off (REFERRAL_ENGINE_LOCAL_PASSWORDS=0): sign in "
+            "through your organisation's identity provider at /login, or use a service "
+            "account's API key"
+        )
+        refuse_password(rt, form.username, "api", rid, refusal)
+        raise refusal
     value, _, expires_in = rt.accounts.sign_in(
-        form.username, form.password, source="api", request_id=request.state.request_id
-    )
+        form.username, form.password, source="api", request_id=rid,
+        second_factor=rt.second_factors.checker(otp, source="api", request_id=rid),
+    )  # fmt: skip
     return TokenOut(access_token=value, expires_in=expires_in)
 
 
