@@ -41,6 +41,9 @@ from sqlmodel import Session
 
 from referral_engine.access.rules import Actor
 from referral_engine.audit import chainproof
+from referral_engine.audit.chainproof import columns_disagree, link_mac, malformed
+from referral_engine.audit.guards import missing_guards
+from referral_engine.audit.heads import Head
 from referral_engine.clock import Clock
 from referral_engine.storage.columns import utcnow
 from referral_engine.storage.db import Statement
@@ -49,6 +52,7 @@ from referral_engine.storage.models import (
     AuditCheckpoint,
     AuditEvent,
     AuditPending,
+    CaseHistory,
 )
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,7 @@ _event = AuditEvent.__table__
 _pending = AuditPending.__table__
 _chain = AuditChain.__table__
 _checkpoint = AuditCheckpoint.__table__
+_history = CaseHistory.__table__
 
 # What every audited action runs, compiled once (see `Statement`).
 _INSERT_EVENT = Statement(
@@ -71,7 +76,9 @@ _INSERT_EVENT = Statement(
 )  # fmt: skip
 _INSERT_PENDING = Statement(_pending.insert().values(audit_id=sa.bindparam("audit_id")))
 _INSERT_LINK = Statement(
-    _chain.insert().values({c: sa.bindparam(c) for c in ("seq", "audit_id", "prev_hash", "hash")})
+    _chain.insert().values(
+        {c: sa.bindparam(c) for c in ("seq", "audit_id", "prev_hash", "hash", "mac")}
+    )
 )
 _HEAD = Statement(sa.select(_chain.c.seq, _chain.c.hash).order_by(_chain.c.seq.desc()).limit(1))
 
@@ -163,9 +170,13 @@ class AuditLog:
         for audit_id, body in rows:
             seq += 1
             prev, head = head, link_hash(head, body)
-            links.append({"seq": seq, "audit_id": audit_id, "prev_hash": prev, "hash": head})
+            links.append(
+                {"seq": seq, "audit_id": audit_id, "prev_hash": prev, "hash": head, "mac": None}
+            )
             if seq % self.checkpoint_every == 0:
                 checkpoints.append(_checkpoint_row(self.key, seq, head, self.checkpoint_every))
+        # The batch's last link carries the key's MAC: it vouches for every link before it.
+        links[-1]["mac"] = link_mac(self.key, seq, head)
         if len(links) == 1:
             _INSERT_LINK.run(conn, links[0])
         else:
@@ -254,6 +265,17 @@ class AuditLog:
                     return None
             return self.link_pending(conn, seal=seal)
 
+    def current_head(self, conn: Connection) -> Head:
+        """The chain's last link as a head signed now (seq 0 and the genesis if empty)."""
+        seq, head = _head(conn)
+        return Head.sign(self.key, seq, head, self.clock.now().astimezone(UTC).isoformat())
+
+    def signed_head(self, engine: sa.Engine) -> Head:
+        """Seal what is pending, then sign the head: what `audit head` prints."""
+        self.seal(engine)
+        with engine.connect() as conn:
+            return self.current_head(conn)
+
     def seal(self, engine: sa.Engine) -> int:
         """Link everything pending and checkpoint the head (waits for a busy sequencer)."""
         while True:
@@ -292,6 +314,7 @@ class Verification:
     first_broken_audit_id: int | None = None
     reason: str | None = None
     problems: list[str] = field(default_factory=list)
+    kept_head: int | None = None  # the position of the kept head checked against, if any
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -302,6 +325,7 @@ class Verification:
             "first_broken_seq": self.first_broken_seq,
             "first_broken_audit_id": self.first_broken_audit_id,
             "reason": self.reason,
+            "kept_head": self.kept_head,
         }
 
 
@@ -324,11 +348,15 @@ def verify(
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
     parallel_min_rows: int = PARALLEL_MIN_ROWS,
+    head: Head | None = None,
 ) -> Verification:
     """Walk the whole chain; name the first broken row, then check every checkpoint.
 
-    `deep` also re-reads each row's JSON and checks that its searchable columns (time,
-    actor, action, outcome, case, person) say what the hashed bytes say.
+    Every row's searchable columns (time, actor, action, outcome, case, person) must say
+    what its hashed bytes say, the chain's last link must carry the audit key's MAC, the
+    append-only triggers must be in place, and every case-history entry must have its
+    audit row. With `head` (a kept head, `audit verify --head`), the chain must reach it
+    and agree with it. (`deep` is accepted for old callers; it changes nothing now.)
 
     A SQLite chain of at least `parallel_min_rows` links is proved by `workers` processes
     at once (default: one per usable core, at most `MAX_WORKERS`), each over its own range
@@ -367,7 +395,74 @@ def verify(
                 f"{total_events} audit rows but {v.rows} linked and {v.pending} pending: "
                 "rows were added or removed outside the log",
             )  # fmt: skip
+        if head is not None and not _agrees_with_head(conn, key, head, v):
+            return v
+        if missing := missing_guards(conn):
+            return _broken(
+                v, None, None,
+                f"the append-only triggers {', '.join(missing)} are missing or disabled: "
+                "someone with database access removed the guard on the audit tables",
+            )  # fmt: skip
+        if orphan := _history_without_audit(conn):
+            return _broken(
+                v, None, None,
+                f"case history entry {orphan.id} (case {orphan.case_id}, version "
+                f"{orphan.version}) has no audit row: it was written outside the application "
+                "or its audit row was removed",
+            )  # fmt: skip
     return v
+
+
+def _agrees_with_head(conn: Connection, key: bytes, head: Head, v: Verification) -> bool:
+    """Whether the (already proven) chain reaches the kept head and has its hash there."""
+    v.kept_head = head.seq
+    if not head.genuine(key):
+        _broken(
+            v, None, None,
+            f"the kept head of {head.at} (link {head.seq}) is not signed by the audit key",
+        )  # fmt: skip
+        return False
+    if head.seq > v.rows:
+        first = v.rows + 1
+        missing = f"link {first}" if first == head.seq else f"links {first} to {head.seq}"
+        _broken(
+            v, first, None,
+            f"the chain has {v.rows} links but the head kept at {head.at} says it had "
+            f"{head.seq}: {missing} are missing (cut from the end of the log)",
+        )  # fmt: skip
+        return False
+    if head.seq == 0:
+        stored, audit_id = GENESIS, None
+    else:
+        row = conn.execute(
+            sa.select(_chain.c.hash, _chain.c.audit_id).where(_chain.c.seq == head.seq)
+        ).one()
+        stored, audit_id = bytes(row.hash), row.audit_id
+    if stored.hex() != head.hash:
+        _broken(
+            v, head.seq, audit_id,
+            f"link {head.seq} differs from the head kept at {head.at}: the chain was "
+            "rewritten at or before it",
+        )  # fmt: skip
+        return False
+    return True
+
+
+def _history_without_audit(conn: Connection) -> Any:
+    """The first case-history entry with no allowed audit row for its case at its time
+    (the engine writes both in one transaction, with the same time)."""
+    return conn.execute(
+        sa.select(_history.c.id, _history.c.case_id, _history.c.version)
+        .where(
+            ~sa.exists().where(
+                _event.c.case_id == _history.c.case_id,
+                _event.c.at == _history.c.at,
+                _event.c.outcome == "allowed",
+            )
+        )
+        .order_by(_history.c.id)
+        .limit(1)
+    ).first()
 
 
 def _usable_cores() -> int:
@@ -396,10 +491,7 @@ def _walk_chain(
     progress: Callable[[int], None] | None,
     parallel: tuple[int, int] | None = None,
 ) -> Verification:
-    columns = [_chain.c.seq, _chain.c.audit_id, _chain.c.prev_hash, _chain.c.hash, _event.c.body]
-    if deep:
-        columns += [_event.c.at, _event.c.actor_id, _event.c.action, _event.c.outcome,
-                    _event.c.case_id, _event.c.person_id]  # fmt: skip
+    columns = [_chain.c.seq, _chain.c.audit_id, *_proof_columns()]
     query = (
         sa.select(*columns)
         .select_from(_chain.outerjoin(_event, _event.c.id == _chain.c.audit_id))
@@ -414,11 +506,20 @@ def _walk_chain(
         # not vouch for (everything before it is proven), to name the first broken one.
         rest = _driver_batches(conn, query.where(_chain.c.seq > proof.seq))
         return _walk(rest, key, checkpoints, proof.due, deep, v, progress, proof)
-    rows = conn.execution_options(stream_results=True, yield_per=20_000).execute(query)
+    rows = _driver_batches(conn, query)
     try:
-        return _walk(rows.partitions(), key, checkpoints, first_due, deep, v, progress)
+        return _walk(rows, key, checkpoints, first_due, deep, v, progress)
     finally:
         rows.close()
+
+
+def _proof_columns() -> list[sa.ColumnElement[Any]]:
+    """`chainproof.ROW_COLUMNS` as SQLAlchemy columns (the same names, the same order)."""
+    tables = {"audit_chain": _chain, "audit_event": _event}
+    return [
+        tables[table].c[name]
+        for table, name in (column.split(".") for column in chainproof.ROW_COLUMNS)
+    ]
 
 
 def _prove(
@@ -437,18 +538,18 @@ def _prove(
     }
     path = _sqlite_file(conn) if parallel and conn.dialect.name == "sqlite" else None
     if path and parallel:
-        proved = _prove_parallel(conn, path, marks, due, progress, *parallel)
+        proved = _prove_parallel(conn, path, key, marks, due, progress, *parallel)
         if proved is not None:
             return proved
     query = (
-        sa.select(_chain.c.prev_hash, _event.c.body, _chain.c.hash)
+        sa.select(*_proof_columns())
         .select_from(_chain.outerjoin(_event, _event.c.id == _chain.c.audit_id))
         .order_by(_chain.c.seq)
     )
     with contextlib.closing(_driver_batches(conn, query, size=None)) as cursors:
         cursor = next(cursors)
-        got = chainproof.prove(cursor.fetchmany, 0, GENESIS, due, marks, progress=progress)
-    if got is None or any(seq > got[0] for seq in marks):
+        got = chainproof.prove(cursor.fetchmany, 0, GENESIS, due, marks, key, progress=progress)
+    if got is None or any(seq > got[0] for seq in marks) or got[2] != got[0]:
         return _Resume(0, GENESIS, due)
     return got[0]
 
@@ -470,6 +571,7 @@ def _sqlite_file(conn: Connection) -> str | None:
 def _prove_parallel(
     conn: Connection,
     path: str,
+    key: bytes,
     marks: chainproof.Marks,
     first_due: int,
     progress: Callable[[int], None] | None,
@@ -508,6 +610,7 @@ def _prove_parallel(
     jobs = [
         {
             "path": path, "first": first, "last": last, "head": head.hex(), "due": due,
+            "key": key.hex(),
             "marks": [[s, marks[s][0].hex(), marks[s][1], marks[s][2]]
                       for s in ordered if first <= s <= last],
         }
@@ -523,6 +626,9 @@ def _prove_parallel(
         if end is None or head != proven or end[0] != last - first + 1:
             return _Resume(first - 1, proven, due)
         proven = end[1]
+    if ends[-1] is None or ends[-1][2] != hi:
+        # The last link carries no genuine MAC: the walk from the last range says which.
+        return _Resume(ranges[-1][0] - 1, heads[-1] or GENESIS, dues[-1])
     if ordered and ordered[-1] > hi:
         # Checkpoints past the end: the walk from the end reports them.
         return _Resume(hi, proven, _due_at(hi + 1, ordered, marks, first_due))
@@ -545,7 +651,7 @@ def _due_at(first: int, ordered: list[int], marks: chainproof.Marks, first_due: 
 
 def _run_workers(
     jobs: list[dict[str, Any] | None], progress: Callable[[int], None] | None
-) -> list[tuple[int, bytes] | None] | None:
+) -> list[tuple[int, bytes, int] | None] | None:
     """Each job's (rows, head) from a worker process of its own, or None for a range not
     proven (no job, or its worker failed); None if no worker could be started."""
     started = [job for job in jobs if job is not None]
@@ -580,10 +686,10 @@ def _collect(
     procs: list[subprocess.Popen[bytes]],
     jobs: list[dict[str, Any]],
     progress: Callable[[int], None] | None,
-) -> list[tuple[int, bytes] | None]:
+) -> list[tuple[int, bytes, int] | None]:
     """Read the workers' JSON lines as they come: progress, then each one's result."""
     done = [job["first"] - 1 for job in jobs]
-    ends: list[tuple[int, bytes] | None] = [None] * len(jobs)
+    ends: list[tuple[int, bytes, int] | None] = [None] * len(jobs)
     partial = [b""] * len(jobs)
     garbled: set[int] = set()
     with selectors.DefaultSelector() as sel:
@@ -607,7 +713,7 @@ def _collect(
                     if "at" in msg:
                         done[i] = msg["at"]
                     elif msg.get("rows") is not None:
-                        ends[i] = (msg["rows"], bytes.fromhex(msg["head"]))
+                        ends[i] = (msg["rows"], bytes.fromhex(msg["head"]), msg["sealed"])
                         done[i] = jobs[i]["last"]
                 if progress and lines:
                     progress(sum(d - job["first"] + 1 for d, job in zip(done, jobs, strict=True)))
@@ -660,23 +766,37 @@ def _walk(
     start: _Resume | None = None,
 ) -> Verification:
     """`due` is the position by which the next checkpoint must exist; `start`, the proven
-    position and head the rows follow on from (the genesis if None)."""
+    position and head the rows follow on from (the genesis if None). Each row is
+    (seq, audit_id, *`chainproof.ROW_COLUMNS`); every check `chainproof.prove` makes is
+    made here too, with the row it failed on named. (`deep` is kept for callers: every
+    verification now compares the searchable columns.)"""
     expected_seq, head = (start.seq, start.head) if start else (0, GENESIS)
+    sealed = expected_seq
     sha = hashlib.sha256
     for part in batches:
         for row in part:
-            seq, audit_id, prev, stored, body = row[0], row[1], row[2], row[3], row[4]
+            seq, audit_id, prev, body, stored, mac = row[:6]
             expected_seq += 1
             if seq != expected_seq:
                 return _broken(v, expected_seq, None, f"chain link {expected_seq} is missing")
             if body is None:
                 return _broken(v, seq, audit_id, f"audit row {audit_id} is missing")
-            if prev != head and bytes(prev) != head:
+            if reason := malformed(prev, body, stored, mac):
+                return _broken(v, seq, audit_id, f"audit row {audit_id} is malformed: {reason}")
+            if bytes(prev) != head:
                 return _broken(v, seq, audit_id, "the link does not follow the previous one")
-            head = sha(head + (body if type(body) is bytes else bytes(body))).digest()
-            if head != stored and head != bytes(stored):
+            head = sha(head + bytes(body)).digest()
+            if head != bytes(stored):
                 return _broken(v, seq, audit_id, f"audit row {audit_id} was altered")
-            if deep and (reason := _columns_disagree(row)):
+            if mac is not None:
+                if not hmac.compare_digest(bytes(mac), link_mac(key, seq, head)):
+                    return _broken(
+                        v, seq, audit_id,
+                        f"link {seq} carries a MAC the audit key did not make: "
+                        "the chain was re-linked outside the application",
+                    )  # fmt: skip
+                sealed = seq
+            if reason := columns_disagree(bytes(body), tuple(row[6:])):
                 return _broken(v, seq, audit_id, f"audit row {audit_id}: {reason}")
             if seq in checkpoints:
                 cp_hash, cp_next, cp_mac = checkpoints[seq]
@@ -699,24 +819,13 @@ def _walk(
     beyond = [s for s in checkpoints if s > expected_seq]
     if beyond:
         return _broken(v, min(beyond), None, f"checkpoint {min(beyond)} is past the chain's end")
+    if sealed < expected_seq:
+        return _broken(
+            v, sealed + 1, None,
+            f"links {sealed + 1} to {expected_seq} carry no MAC under the audit key: "
+            "they were appended outside the application",
+        )  # fmt: skip
     return v
-
-
-def _columns_disagree(row: Any) -> str | None:
-    doc = json.loads(bytes(row.body))
-    at = doc.get("at")
-    checks = {
-        "at": (row.at.isoformat() if row.at else None, at),
-        "actor_id": (row.actor_id, (doc.get("actor") or {}).get("id")),
-        "action": (row.action, doc.get("action")),
-        "outcome": (row.outcome, doc.get("outcome")),
-        "case_id": (row.case_id, doc.get("case_id")),
-        "person_id": (row.person_id, doc.get("person_id")),
-    }
-    for name, (column, hashed) in checks.items():
-        if column != hashed:
-            return f"column {name} says {column!r} but the hashed record says {hashed!r}"
-    return None
 
 
 def rows_for(

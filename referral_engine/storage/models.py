@@ -315,6 +315,8 @@ class AuditChain(SQLModel, table=True):
     audit_id: int = Field(unique=True)
     prev_hash: bytes = Field(sa_type=sa.LargeBinary)
     hash: bytes = Field(sa_type=sa.LargeBinary)
+    # On the last link of each sequencer batch: HMAC under the audit key (chainproof.link_mac).
+    mac: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
 
 
 class AuditCheckpoint(SQLModel, table=True):
