@@ -38,6 +38,7 @@ READERS = {
     "referral_engine/store/changes.py": "the row a recorded change changes",
     "referral_engine/access/rules.py": "the restricted query itself (visible_cases)",
     "referral_engine/casework/cases.py": "case, queue and person reads through visible_cases",
+    "referral_engine/audit/log.py": "verify: every case-history row has its audit row",
 }
 
 # Still writing or reading for themselves: to move behind the store and the restricted
@@ -123,7 +124,9 @@ def uses(path: Path) -> dict[str, list[int]]:
         # A new row (`Person(...)`), or DML naming a case table.
         if name in CASE_TABLES or (dml and (named & tables or owner & tables)):
             found["writes"].append(node.lineno)
-        elif name in READ and named & tables:
+        elif name == "get" and node.args and _names(node.args[0]) & tables:
+            found["reads"].append(node.lineno)  # session.get(Case, id), not router.get(...)
+        elif name in READ - {"get"} and named & tables:
             found["reads"].append(node.lineno)
     return found
 
