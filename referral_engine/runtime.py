@@ -99,7 +99,7 @@ class Runtime:
             settings.base_url,
         )  # fmt: skip
         reports = Reports(
-            db, access, policy, audit, engine.refused,
+            db, access, policy, audit, engine.operations,
             load_measures(
                 settings.policies_dir, workflows, {"mash", *policy.reference.onward_pathways}
             ),
@@ -139,12 +139,12 @@ class Runtime:
             cases=cases,
             scheduler=Scheduler(db, engine, policy, clock, audit, outbox),
             reports=reports,
-            meetings=Meetings(db, access, workflows, clock, audit, engine.refused),
-            merges=Merges(db, access, clock, audit, CaseStore(audit), engine.refused),
+            meetings=Meetings(db, access, workflows, clock, audit, engine.operations),
+            merges=Merges(db, access, clock, audit, CaseStore(audit), engine.operations),
             sender=Sender(db, clock, settings, renderer),
             inbox=Inbox(db, clock, audit, renderer),
-            exports=Exports(db, access, policy, clock, audit, reports, cases, engine.refused),
-            break_glass=BreakGlass(db, access, policy, clock, audit, engine.refused),
+            exports=Exports(db, access, policy, clock, audit, reports, cases, engine.operations),
+            break_glass=BreakGlass(db, access, policy, clock, audit, engine.operations),
             retention=Retention(
                 db,
                 workflows,

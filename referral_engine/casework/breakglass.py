@@ -12,7 +12,6 @@ not review their own. The opening, each read made through it and each review are
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,10 +21,10 @@ from sqlmodel import Session
 
 from referral_engine.access.rules import Access, Actor
 from referral_engine.audit.log import AuditLog
+from referral_engine.audit.operation import Operations
 from referral_engine.clock import Clock
 from referral_engine.errors import (
     Conflict,
-    DomainError,
     FieldError,
     Forbidden,
     InvalidData,
@@ -47,22 +46,17 @@ class BreakGlass:
         policy: Policy,
         clock: Clock,
         audit: AuditLog,
-        refused: Callable[..., None],
+        operations: Operations,
     ):
         self.db, self.access, self.policy = db, access, policy
-        self.clock, self.audit, self.refused = clock, audit, refused
+        self.clock, self.audit, self.operations = clock, audit, operations
 
     @property
     def minutes(self) -> int:
         return self.policy.rules.break_glass.minutes
 
     def _audited(self, actor: Actor, action: str, fn, **ids):
-        try:
-            with self.db.transaction() as s:
-                return fn(s)
-        except DomainError as exc:
-            self.refused(actor, action, exc, **ids)
-            raise
+        return self.operations.run(actor, action, fn, **ids)
 
     # --- opening a record ----------------------------------------------------------------
 

@@ -21,7 +21,6 @@ from referral_engine.audit.log import AuditLog
 from referral_engine.clock import Clock
 from referral_engine.engine.engine import Engine
 from referral_engine.errors import (
-    DomainError,
     FieldError,
     Forbidden,
     InvalidData,
@@ -111,12 +110,7 @@ class Cases:
 
     def _audited(self, actor: Actor, action: str, target: str, fn, **ids):
         """Run a read in a transaction that also audits it; audit refusals too."""
-        try:
-            with self.db.transaction() as s:
-                return fn(s)
-        except DomainError as exc:
-            self.engine.refused(actor, action, exc, target=target, **ids)
-            raise
+        return self.engine.operations.run(actor, action, fn, target=target, **ids)
 
     # --- one case ------------------------------------------------------------------------
 

@@ -17,9 +17,9 @@ from sqlmodel import Session
 
 from referral_engine.access.rules import Access, Actor
 from referral_engine.audit.log import AuditLog
+from referral_engine.audit.operation import Operations
 from referral_engine.clock import LONDON, Clock
 from referral_engine.errors import (
-    DomainError,
     FieldError,
     Forbidden,
     InvalidData,
@@ -46,10 +46,10 @@ class Meetings:
         workflows: Workflows,
         clock: Clock,
         audit: AuditLog,
-        refused,
+        operations: Operations,
     ):
         self.db, self.access, self.workflows = db, access, workflows
-        self.clock, self.audit, self._refused = clock, audit, refused
+        self.clock, self.audit, self.operations = clock, audit, operations
 
     def pathways_with_meetings(self) -> list[str]:
         return sorted(
@@ -59,12 +59,7 @@ class Meetings:
         )
 
     def _guarded(self, actor: Actor, action: str, target: str, fn):
-        try:
-            with self.db.transaction() as s:
-                return fn(s)
-        except DomainError as exc:
-            self._refused(actor, action, exc, target=target)
-            raise
+        return self.operations.run(actor, action, fn, target=target)
 
     def create(self, actor: Actor, pathway: str, day: date, capacity: int) -> dict[str, Any]:
         action = f"{actor.source}:meeting:create"

@@ -22,6 +22,7 @@ from sqlmodel import Session
 
 from referral_engine.access.rules import SYSTEM, Access, Actor
 from referral_engine.audit.log import AuditLog
+from referral_engine.audit.operation import Operations
 from referral_engine.clock import LONDON, Clock
 from referral_engine.engine import intake
 from referral_engine.engine.intake import Opening
@@ -192,6 +193,8 @@ class Engine:
     ):
         self.db, self.workflows, self.access = db, workflows, access
         self.policy, self.clock, self.audit, self.outbox = policy, clock, audit, outbox
+        # The one audited-operation wrapper, shared with every service (runtime.py).
+        self.operations = Operations(db, audit)
 
     # --- definitions ---------------------------------------------------------------------
 
@@ -230,13 +233,11 @@ class Engine:
         data: dict[str, Any] | None,
         expected_version: int,
     ) -> Fired:
-        action = f"{actor.source}:case:{event}"
-        try:
-            with self.db.writing() as conn:
-                return self._fire(conn, case_id, event, actor, data or {}, expected_version)
-        except DomainError as exc:
-            self.refused(actor, action, exc, case_id=case_id, summary={"event": event})
-            raise
+        return self.operations.run(
+            actor, f"{actor.source}:case:{event}",
+            lambda conn: self._fire(conn, case_id, event, actor, data or {}, expected_version),
+            case_id=case_id, summary={"event": event}, connection=True,
+        )  # fmt: skip
 
     def fire_in(
         self,
@@ -261,14 +262,11 @@ class Engine:
         target: str | None = None,
         summary: dict[str, Any] | None = None,
     ) -> None:
-        """Audit a refused attempt, after its own transaction rolled back."""
-        with self.db.writing() as conn:
-            self.audit.record(
-                conn, actor, action, outcome="refused",
-                target=target or (f"case:{case_id}" if case_id else None),
-                case_id=case_id, person_id=person_id,
-                summary={**(summary or {}), "status": exc.status, "reason": exc.detail},
-            )  # fmt: skip
+        """Audit a refused attempt (`Operations.refused`), for callers outside a service."""
+        self.operations.refused(
+            actor, action, exc, case_id=case_id, person_id=person_id, target=target,
+            summary=summary,
+        )  # fmt: skip
 
     def _fire(
         self,

@@ -182,10 +182,19 @@ class Scheduler:
                 self.engine.fire_in(s, case.id, event, SYSTEM, {}, case.version)
                 r.fired.append(deadline_id)
         except DomainError as exc:
+            # The refusal is audited like every other (the one wrapper's `refused`), then
+            # the timer is marked failed so that the next tick does not try it again.
+            case_id = None
             with self.db.transaction() as s:
+                d = s.get(Deadline, deadline_id)
+                case_id = d.case_id if d is not None else None
                 s.execute(
                     sa.update(Deadline)
                     .where(Deadline.id == deadline_id, Deadline.status == "open")
                     .values(status="failed", late_reason=f"timer could not fire: {exc.detail}")
                 )
+            self.engine.operations.refused(
+                SYSTEM, "tick:case:timer", exc, case_id=case_id,
+                summary={"deadline": deadline_id},
+            )  # fmt: skip
             r.failed.append((deadline_id, exc.detail))

@@ -20,10 +20,10 @@ from sqlmodel import Session
 
 from referral_engine.access.rules import Access, Actor
 from referral_engine.audit.log import AuditLog
+from referral_engine.audit.operation import Operations
 from referral_engine.clock import Clock
 from referral_engine.errors import (
     Conflict,
-    DomainError,
     FieldError,
     Forbidden,
     InvalidData,
@@ -42,11 +42,11 @@ from referral_engine.store.changes import CaseStore
 class Merges:
     def __init__(
         self, db: Database, access: Access, clock: Clock, audit: AuditLog, store: CaseStore,
-        refused,
+        operations: Operations,
     ):  # fmt: skip
         self.db, self.access, self.clock, self.audit = db, access, clock, audit
         self.store = store
-        self._refused = refused
+        self.operations = operations
 
     def _move(
         self, s: Session, actor: Actor, cases: list[int], change: str, frm: int, to: int,
@@ -75,119 +75,117 @@ class Merges:
 
     def merge(self, actor: Actor, from_id: int, into_id: int, reason: str) -> dict[str, Any]:
         action = f"{actor.source}:person:merge"
-        try:
-            with self.db.transaction() as s:
-                if not self.access.can(actor, "person:person:merge"):
-                    raise Forbidden("you may not merge person records")
-                if from_id == into_id:
-                    raise InvalidData(FieldError("into", "is the same person"))
-                if not reason.strip():
-                    raise InvalidData(FieldError("reason", "say why these are the same person"))
-                source = self._visible_person(s, actor, from_id)
-                target = self._visible_person(s, actor, into_id)
-                if source.merged_into_id or target.merged_into_id:
-                    raise Conflict("one of these records is already merged into another")
-                cases = list(
-                    s.execute(
-                        sa.select(Case.id)
-                        .where(
-                            Case.person_id == from_id,
-                            self.access.visible_cases(actor, glass=False),
-                        )
-                        .order_by(Case.id)
-                    ).scalars()
-                )
-                # A referral goes with the cases it opened, and only when all of them
-                # move (onward cases share their referral).
-                referrals = list(
-                    s.execute(
-                        sa.select(Referral.id)
-                        .where(Referral.person_id == from_id)
-                        .where(
-                            ~sa.exists().where(
-                                Case.referral_id == Referral.id, Case.id.not_in(cases)
-                            )
-                        )
-                    ).scalars()
-                )
+
+        def run(s: Session) -> Any:
+            if not self.access.can(actor, "person:person:merge"):
+                raise Forbidden("you may not merge person records")
+            if from_id == into_id:
+                raise InvalidData(FieldError("into", "is the same person"))
+            if not reason.strip():
+                raise InvalidData(FieldError("reason", "say why these are the same person"))
+            source = self._visible_person(s, actor, from_id)
+            target = self._visible_person(s, actor, into_id)
+            if source.merged_into_id or target.merged_into_id:
+                raise Conflict("one of these records is already merged into another")
+            cases = list(
                 s.execute(
-                    sa.update(Referral).where(Referral.id.in_(referrals)).values(person_id=into_id)
-                )
-                # The record is marked merged only when nothing of it is left behind;
-                # otherwise it stays, for those who may see what remains.
-                left = s.execute(
-                    sa.select(Case.id).where(Case.person_id == from_id, Case.id.not_in(cases))
-                ).first()
-                if left is None:
-                    source.merged_into_id = into_id
-                record = PersonMerge(
-                    from_person_id=from_id, into_person_id=into_id, reason=reason.strip(),
-                    moved_cases=cases, moved_referrals=referrals, merged_at=self.clock.now(),
-                    merged_by_id=actor.user_id,
-                )  # fmt: skip
-                s.add_all([source, record])
-                s.flush()
-                self._move(s, actor, cases, "person_merged", from_id, into_id, record.id)
-                self.audit.record(
-                    s, actor, action, target=f"person:{from_id}", person_id=into_id,
-                    summary={"merge": record.id, "from": from_id, "into": into_id,
-                             "cases": cases, "referrals": referrals},
-                )  # fmt: skip
-                return self.describe(record)
-        except DomainError as exc:
-            self._refused(actor, action, exc, target=f"person:{from_id}", person_id=from_id)
-            raise
+                    sa.select(Case.id)
+                    .where(
+                        Case.person_id == from_id,
+                        self.access.visible_cases(actor, glass=False),
+                    )
+                    .order_by(Case.id)
+                ).scalars()
+            )
+            # A referral goes with the cases it opened, and only when all of them
+            # move (onward cases share their referral).
+            referrals = list(
+                s.execute(
+                    sa.select(Referral.id)
+                    .where(Referral.person_id == from_id)
+                    .where(
+                        ~sa.exists().where(Case.referral_id == Referral.id, Case.id.not_in(cases))
+                    )
+                ).scalars()
+            )
+            s.execute(
+                sa.update(Referral).where(Referral.id.in_(referrals)).values(person_id=into_id)
+            )
+            # The record is marked merged only when nothing of it is left behind;
+            # otherwise it stays, for those who may see what remains.
+            left = s.execute(
+                sa.select(Case.id).where(Case.person_id == from_id, Case.id.not_in(cases))
+            ).first()
+            if left is None:
+                source.merged_into_id = into_id
+            record = PersonMerge(
+                from_person_id=from_id, into_person_id=into_id, reason=reason.strip(),
+                moved_cases=cases, moved_referrals=referrals, merged_at=self.clock.now(),
+                merged_by_id=actor.user_id,
+            )  # fmt: skip
+            s.add_all([source, record])
+            s.flush()
+            self._move(s, actor, cases, "person_merged", from_id, into_id, record.id)
+            self.audit.record(
+                s, actor, action, target=f"person:{from_id}", person_id=into_id,
+                summary={"merge": record.id, "from": from_id, "into": into_id,
+                         "cases": cases, "referrals": referrals},
+            )  # fmt: skip
+            return self.describe(record)
+
+        return self.operations.run(
+            actor, action, run, target=f"person:{from_id}", person_id=from_id
+        )
 
     def undo(self, actor: Actor, merge_id: int) -> dict[str, Any]:
         action = f"{actor.source}:person:unmerge"
-        try:
-            with self.db.transaction() as s:
-                if not self.access.can(actor, "person:person:merge"):
-                    raise Forbidden("you may not undo merges")
-                record = s.get(PersonMerge, merge_id)
-                if record is None:
-                    raise NotFound(f"merge {merge_id} not found")
-                self._visible_person(s, actor, record.into_person_id)
-                if record.undone_at is not None:
-                    raise Conflict(f"merge {merge_id} was already undone")
-                back = list(
-                    s.execute(
-                        sa.select(Case.id)
-                        .where(
-                            Case.id.in_(record.moved_cases),
-                            Case.person_id == record.into_person_id,
-                        )
-                        .order_by(Case.id)
-                    ).scalars()
-                )
-                self._move(
-                    s, actor, back, "person_unmerged", record.into_person_id,
-                    record.from_person_id, merge_id,
-                )  # fmt: skip
+
+        def run(s: Session) -> Any:
+            if not self.access.can(actor, "person:person:merge"):
+                raise Forbidden("you may not undo merges")
+            record = s.get(PersonMerge, merge_id)
+            if record is None:
+                raise NotFound(f"merge {merge_id} not found")
+            self._visible_person(s, actor, record.into_person_id)
+            if record.undone_at is not None:
+                raise Conflict(f"merge {merge_id} was already undone")
+            back = list(
                 s.execute(
-                    sa.update(Referral)
+                    sa.select(Case.id)
                     .where(
-                        Referral.id.in_(record.moved_referrals),
-                        Referral.person_id == record.into_person_id,
+                        Case.id.in_(record.moved_cases),
+                        Case.person_id == record.into_person_id,
                     )
-                    .values(person_id=record.from_person_id)
+                    .order_by(Case.id)
+                ).scalars()
+            )
+            self._move(
+                s, actor, back, "person_unmerged", record.into_person_id,
+                record.from_person_id, merge_id,
+            )  # fmt: skip
+            s.execute(
+                sa.update(Referral)
+                .where(
+                    Referral.id.in_(record.moved_referrals),
+                    Referral.person_id == record.into_person_id,
                 )
-                source = s.get(Person, record.from_person_id)
-                if source is not None:
-                    source.merged_into_id = None
-                    s.add(source)
-                record.undone_at, record.undone_by_id = self.clock.now(), actor.user_id
-                s.add(record)
-                s.flush()
-                self.audit.record(
-                    s, actor, action, target=f"person:{record.from_person_id}",
-                    person_id=record.from_person_id,
-                    summary={"merge": merge_id, "cases": record.moved_cases},
-                )  # fmt: skip
-                return self.describe(record)
-        except DomainError as exc:
-            self._refused(actor, action, exc, target=f"merge:{merge_id}")
-            raise
+                .values(person_id=record.from_person_id)
+            )
+            source = s.get(Person, record.from_person_id)
+            if source is not None:
+                source.merged_into_id = None
+                s.add(source)
+            record.undone_at, record.undone_by_id = self.clock.now(), actor.user_id
+            s.add(record)
+            s.flush()
+            self.audit.record(
+                s, actor, action, target=f"person:{record.from_person_id}",
+                person_id=record.from_person_id,
+                summary={"merge": merge_id, "cases": record.moved_cases},
+            )  # fmt: skip
+            return self.describe(record)
+
+        return self.operations.run(actor, action, run, target=f"merge:{merge_id}")
 
     @staticmethod
     def describe(record: PersonMerge) -> dict[str, Any]:

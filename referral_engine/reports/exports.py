@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from referral_engine.access.rules import Access, Actor
 from referral_engine.audit.log import AuditLog
+from referral_engine.audit.operation import Operations
 from referral_engine.casework.cases import MAX_PAGE, Cases
 from referral_engine.clock import Clock
 from referral_engine.display import Names, day_text, when_text
@@ -140,10 +141,11 @@ def flatten(report: dict[str, Any]) -> list[list[Any]]:
 class Exports:
     def __init__(
         self, db: Database, access: Access, policy: Policy, clock: Clock, audit: AuditLog,
-        reports: Reports, case_list: Cases, refused,
+        reports: Reports, case_list: Cases, operations: Operations,
     ):  # fmt: skip
         self.db, self.access, self.policy, self.clock = db, access, policy, clock
-        self.audit, self.reports, self.case_list, self._refused = audit, reports, case_list, refused
+        self.audit, self.reports, self.case_list = audit, reports, case_list
+        self.operations = operations
 
     # --- the exports ---------------------------------------------------------------------
 
@@ -257,7 +259,9 @@ class Exports:
                              "bytes": len(content)},
                 )  # fmt: skip
         except DomainError as exc:
-            self._refused(actor, action, exc, target=f"export:{what}")
+            # Not `operations.run`: an export reads page by page, each page its own
+            # audited read, so there is no one transaction to run it in.
+            self.operations.refused(actor, action, exc, target=f"export:{what}")
             raise
         stamp = "_".join(str(v) for k, v in filters.items() if k in ("from", "to"))
         name = f"{what}{'_' + stamp if stamp else ''}.{fmt}"

@@ -20,8 +20,8 @@ from sqlmodel import Session
 
 from referral_engine.access.rules import Access, Actor
 from referral_engine.audit.log import AuditLog
+from referral_engine.audit.operation import Operations
 from referral_engine.errors import (
-    DomainError,
     FieldError,
     Forbidden,
     InvalidData,
@@ -45,18 +45,19 @@ def pct(part: int, whole: int) -> float | None:
 
 class Reports:
     def __init__(
-        self, db: Database, access: Access, policy: Policy, audit: AuditLog, refused,
-        definitions: ReportDefinitions,
+        self, db: Database, access: Access, policy: Policy, audit: AuditLog,
+        operations: Operations, definitions: ReportDefinitions,
     ):  # fmt: skip
         self.db, self.access, self.policy, self.audit = db, access, policy, audit
-        self._refused = refused
+        self.operations = operations
         # The partnership's measures, as declared in policies/reports.yaml.
         self.definitions = definitions
         self.measures = definitions.measures
 
     def kpis(self, actor: Actor, start: date, end: date) -> dict[str, Any]:
         action = f"{actor.source}:report:kpis"
-        try:
+
+        def run(s: Session) -> dict[str, Any]:
             if not self.access.can(actor, "report:kpi:view"):
                 raise Forbidden("you may not read the partnership's measures")
             if end < start:
@@ -66,18 +67,16 @@ class Reports:
             tz = ZoneInfo(self.policy.timezone)
             lo = datetime.combine(start, time(0), tz)
             hi = datetime.combine(end + timedelta(days=1), time(0), tz)
-            with self.db.transaction() as s:
-                out = self._measures(s, actor, lo, hi)
-                out.update({"from": start.isoformat(), "to": end.isoformat()})
-                self.audit.record(
-                    s, actor, action, target="report:kpis",
-                    summary={"from": start.isoformat(), "to": end.isoformat(),
-                             "referrals_total": out["referrals_total"]},
-                )  # fmt: skip
+            out = self._measures(s, actor, lo, hi)
+            out.update({"from": start.isoformat(), "to": end.isoformat()})
+            self.audit.record(
+                s, actor, action, target="report:kpis",
+                summary={"from": start.isoformat(), "to": end.isoformat(),
+                         "referrals_total": out["referrals_total"]},
+            )  # fmt: skip
             return out
-        except DomainError as exc:
-            self._refused(actor, action, exc, target="report:kpis")
-            raise
+
+        return self.operations.run(actor, action, run, target="report:kpis")
 
     def _measures(self, s: Session, actor: Actor, lo: datetime, hi: datetime) -> dict[str, Any]:
         visible = self.access.visible_cases(actor, glass=False)
