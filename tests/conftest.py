@@ -420,3 +420,37 @@ def oidc_settings(db_url: str, provider, **overrides: Any) -> Settings:
         db_url, oidc_issuer=provider.issuer, oidc_client_id=CLIENT_ID,
         oidc_client_secret=CLIENT_SECRET, oidc_allow_http=True, **overrides,
     )  # fmt: skip
+
+
+def sign_in_again(*people) -> None:
+    """Sign each person in again (their token expired with the clock's move): the token
+    goes on the person, for `person.get(...)` and the like."""
+    for person in people:
+        r = person.client.post(
+            "/api/auth/token", data={"username": person.username, "password": PASSWORD}
+        )
+        assert r.status_code == 200, r.text
+        person.token = r.json()["access_token"]
+
+
+class Team(dict):
+    """STAFF, made on first use: `users["officer"]` signs the officer up and in.
+
+    The same interface as the `users` fixture, but a test pays only for the people it
+    names (password hashing and sign-in dominate a test's set-up). Shared by the pathway
+    test files, which each used to carry a copy."""
+
+    def __init__(self, runtime, client):
+        super().__init__()
+        self.runtime, self.client = runtime, client
+
+    def account(self, name: str) -> Person:
+        """Sign `name` up without signing in (for sign-in tests)."""
+        return add_user(self.runtime, name, *STAFF[name])
+
+    def __missing__(self, name: str) -> Person:
+        person = self.account(name)
+        person.client = self.client
+        sign_in_again(person)
+        self[name] = person
+        return person

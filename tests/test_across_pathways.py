@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, STAFF, START, add_user, referral_body
+from conftest import PASSWORD, START, Team, referral_body
 
 from referral_engine.storage.models import Case, Referral
 
@@ -50,22 +50,6 @@ def refresh(*people) -> None:
     for p in people:
         r = p.client.post("/api/auth/token", data={"username": p.username, "password": PASSWORD})
         p.token = ok(r)["access_token"]
-
-
-class Team(dict):
-    """conftest's STAFF, signed up and in on first use (`users["gangs"]`): a test pays
-    only for the people it names."""
-
-    def __init__(self, runtime, client):
-        super().__init__()
-        self.runtime, self.client = runtime, client
-
-    def __missing__(self, name: str):
-        person = add_user(self.runtime, name, *STAFF[name])
-        person.client = self.client
-        refresh(person)
-        self[name] = person
-        return person
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, SECRET, STAFF, add_user, referral_body
+from conftest import PASSWORD, SECRET, Team, referral_body
 from jose import jwt
 
 # The lawful basis and recipient each information request and answer records.
@@ -32,28 +32,6 @@ RATIONALE = "Rationale the referrer must never see: 7f3c"
 
 
 # --- who calls ---------------------------------------------------------------------------
-
-
-class Team(dict):
-    """conftest's STAFF, made on first use: `users["officer"]` signs the officer up and in.
-
-    The same interface as conftest's `users` fixture, but a test pays only for the people
-    it uses (password hashing and sign-in dominate a test's set-up)."""
-
-    def __init__(self, runtime, client):
-        super().__init__()
-        self.runtime, self.client = runtime, client
-
-    def account(self, name: str):
-        """Sign `name` up without signing in (for sign-in tests)."""
-        return add_user(self.runtime, name, *STAFF[name])
-
-    def __missing__(self, name: str):
-        person = self.account(name)
-        person.client = self.client
-        person.token = ok(sign_in(self.client, name))["access_token"]
-        self[name] = person
-        return person
 
 
 @pytest.fixture

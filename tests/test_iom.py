@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PASSWORD, STAFF, add_user, make_settings, referral_body
+from conftest import PASSWORD, Team, add_user, make_settings, referral_body
 from dateutil.relativedelta import relativedelta
 
 from referral_engine.errors import (
@@ -72,22 +72,6 @@ def fire(person, case_id: int, event: str, data: dict | None = None):
 
 def step(person, case_id: int, event: str, data: dict | None = None) -> dict[str, Any]:
     return ok(fire(person, case_id, event, data))
-
-
-class Team(dict):
-    """conftest's STAFF, signed up and in on first use (`users["gangs"]`): a test pays
-    only for the people it names."""
-
-    def __init__(self, runtime, client):
-        super().__init__()
-        self.runtime, self.client = runtime, client
-
-    def __missing__(self, name: str):
-        person = add_user(self.runtime, name, *STAFF[name])
-        person.client = self.client
-        sign_in(person)
-        self[name] = person
-        return person
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, STAFF, START, add_user, referral_body
+from conftest import PASSWORD, STAFF, START, Team, referral_body
 from dateutil.relativedelta import relativedelta
 
 from referral_engine.storage.models import Outbox
@@ -26,21 +26,6 @@ TODAY = START.date()  # Wednesday 25 November 2026
 
 
 # --- who calls ---------------------------------------------------------------------------
-
-
-class Team(dict):
-    """conftest's STAFF, signed up and in on first use: `users["coordinator"]`."""
-
-    def __init__(self, runtime, client):
-        super().__init__()
-        self.runtime, self.client = runtime, client
-
-    def __missing__(self, name: str):
-        person = add_user(self.runtime, name, *STAFF[name])
-        person.client = self.client
-        self[name] = person
-        refresh(person)
-        return person
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, STAFF, add_user, referral_body
+from conftest import PASSWORD, STAFF, Team, referral_body
 
 from referral_engine.storage.models import Outbox as OutboxRow
 
@@ -39,21 +39,6 @@ CHILD = {
 
 
 # --- who calls ---------------------------------------------------------------------------
-
-
-class Team(dict):
-    """conftest's STAFF, signed up and in on first use (a test pays only for whom it uses)."""
-
-    def __init__(self, runtime, client):
-        super().__init__()
-        self.runtime, self.client = runtime, client
-
-    def __missing__(self, name: str):
-        person = add_user(self.runtime, name, *STAFF[name])
-        person.client = self.client
-        sign_in(person)
-        self[name] = person
-        return person
 
 
 @pytest.fixture
