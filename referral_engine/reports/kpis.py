@@ -25,6 +25,7 @@ from referral_engine.errors import (
     InvalidData,
 )
 from referral_engine.policies.policy import Policy
+from referral_engine.reports.trends import monthly, months
 from referral_engine.storage.db import Database
 from referral_engine.storage.models import (
     Case,
@@ -68,6 +69,33 @@ class Reports:
             return out
         except DomainError as exc:
             self._refused(actor, action, exc, target="report:kpis")
+            raise
+
+    def trends(self, actor: Actor, start: date, end: date) -> dict[str, Any]:
+        """Month by month over the same range and the same visibility as `kpis`
+        (reports/trends.py): referrals, and for MASH the RAG mix, the outcome mix and
+        decisions made in time."""
+        action = f"{actor.source}:report:trends"
+        try:
+            if not self.access.can(actor, "report:kpi:view"):
+                raise Forbidden("you may not read the partnership's measures")
+            if end < start:
+                raise InvalidData(FieldError("to", "must not be before from"))
+            if (end - start).days > MAX_DAYS:
+                raise InvalidData(FieldError("to", f"a report covers at most {MAX_DAYS} days"))
+            buckets = months(start, end, ZoneInfo(self.policy.timezone))
+            outcomes = list(self.policy.reference.mash_outcomes)
+            with self.db.transaction() as s:
+                out = monthly(s, self.access, actor, buckets, outcomes)
+                out.update({"from": start.isoformat(), "to": end.isoformat()})
+                self.audit.record(
+                    s, actor, action, target="report:trends",
+                    summary={"from": start.isoformat(), "to": end.isoformat(),
+                             "referrals_total": sum(out["referrals"])},
+                )  # fmt: skip
+            return out
+        except DomainError as exc:
+            self._refused(actor, action, exc, target="report:trends")
             raise
 
     def _measures(self, s: Session, actor: Actor, lo: datetime, hi: datetime) -> dict[str, Any]:
