@@ -746,23 +746,62 @@ def seed_cases(runtime, staff, refer, fire) -> dict[str, int]:
             "meeting": meeting["id"], "person": person}  # fmt: skip
 
 
+def seed_specialist_cases(runtime, staff, refer, fire, ids: dict[str, int]) -> dict[str, int]:
+    """One case on each specialist pathway, opened by its own worker, the MARAC case
+    allocated to the IDVA, and an IOM officer (conftest's staff has none) with a case."""
+    from conftest import add_user, referral_body
+
+    fire(ids["marac"], "coordinator", "allocate_idva", {"user": staff["idva"].username})
+    adult = {"given_name": "Ana", "family_name": "Popescu", "date_of_birth": "1995-05-05"}
+    nrm = refer("responder", pathway="nrm", concerns=["modern_slavery"], subject=adult,
+                summary="Working in a car wash, sleeping on site.")["case_id"]  # fmt: skip
+    channel = refer("prevent", pathway="channel", concerns=["radicalisation"],
+                    subject={"given_name": "Cal", "family_name": "Reid",
+                             "date_of_birth": "2009-12-03"},
+                    summary="Sharing extremist videos.")["case_id"]  # fmt: skip
+    fire(channel, "prevent", "start_gateway")
+    fire(channel, "prevent", "pass_to_panel")
+    youth = {"given_name": "Jay", "family_name": "Cole", "date_of_birth": "2007-07-07"}
+    gang = refer("gangs", pathway="gang_exit", concerns=["gang_involvement"], subject=youth,
+                 summary="Wants out after a stabbing.")["case_id"]  # fmt: skip
+    staff["iom"] = iom = add_user(runtime, "iom", ["iom_officer"], "Probation Service", "probation")
+    offender = {"given_name": "Dan", "family_name": "Pike", "date_of_birth": "1985-02-14"}
+    body = referral_body(pathway="iom", concerns=["other"], subject=offender,
+                         summary="Twelve offences in a year.")  # fmt: skip
+    iom_case = runtime.referrals.create(iom.actor, body, None)["case_id"]
+    return {"nrm": nrm, "channel": channel, "gang_exit": gang, "iom": iom_case}
+
+
 # axe reads the HTML, which is the same on both databases; the journey and the rights
 # tests cover PostgreSQL, and this check alone would double the browser tests' time.
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_main_pages_have_no_serious_accessibility_violations(site, runtime, staff, refer, fire):
     ids = seed_cases(runtime, staff, refer, fire)
+    ids.update(seed_specialist_cases(runtime, staff, refer, fire, ids))
+    # Every role's home and main pages (conftest's staff, one user per role, and the IOM
+    # officer seeded above): the pages its menu offers and a case of its own pathway.
     pages = {
+        # /notifications waits for its inline style to go (issue 18 has it): the CSP
+        # check in `site` would fail on it.
         "teacher": ["/", "/referrals/new", "/referrals", f"/referrals/{ids['referral']}"],
         "officer": ["/", "/queue", f"/cases/{ids['mash']}", f"/people/{ids['person']}"],
-        "manager": ["/", f"/cases/{ids['mash']}"],
+        "manager": ["/", "/queue", f"/cases/{ids['mash']}", "/dashboard"],
         "coordinator": ["/", "/meetings", f"/meetings/{ids['meeting']}",
-                        f"/cases/{ids['marac']}", "/dashboard", "/workflows", "/workflows/marac"],
-        "idva": ["/"],
-        "auditor": ["/", "/audit", f"/audit?case_id={ids['mash']}",
-                    f"/audit/cases/{ids['mash']}", "/audit/verify"],
+                        f"/cases/{ids['marac']}", "/dashboard", "/workflows", "/workflows/marac",
+                        "/review/access"],
+        "idva": ["/", "/referrals/new", "/queue", f"/cases/{ids['marac']}", "/meetings"],
+        "responder": ["/", "/referrals/new", "/queue", f"/cases/{ids['nrm']}"],
+        "prevent": ["/", "/referrals/new", "/queue", f"/cases/{ids['channel']}"],
+        "chair": ["/", "/queue", f"/cases/{ids['channel']}", "/meetings", "/dashboard",
+                  "/review/access"],
+        "gangs": ["/", "/referrals/new", "/queue", f"/cases/{ids['gang_exit']}"],
+        "iom": ["/", "/referrals/new", "/queue", f"/cases/{ids['iom']}"],
+        "auditor": ["/", "/audit", f"/audit?case_id={ids['mash']}", f"/cases/{ids['channel']}",
+                    f"/audit/cases/{ids['mash']}", "/audit/verify", "/dashboard"],
         "admin": ["/", "/admin/users", "/admin/users/new",
                   f"/admin/users/{staff['officer'].user_id}"],
     }  # fmt: skip
+    assert {role for who in pages for role in staff[who].actor.roles} == set(runtime.policy.roles)
     found: dict[str, list[dict]] = {}
 
     def check(page: Page, label: str) -> None:

@@ -28,6 +28,7 @@ from referral_engine.errors import (
 )
 from referral_engine.policies.policy import Policy
 from referral_engine.reports.measures import Measure, ReportDefinitions
+from referral_engine.reports.trends import monthly, months
 from referral_engine.storage.db import Database
 from referral_engine.storage.models import (
     Case,
@@ -77,6 +78,32 @@ class Reports:
             return out
 
         return self.operations.run(actor, action, run, target="report:kpis")
+
+    def trends(self, actor: Actor, start: date, end: date) -> dict[str, Any]:
+        """Month by month over the same range and the same visibility as `kpis`
+        (reports/trends.py): referrals, and for MASH the RAG mix, the outcome mix and
+        decisions made in time."""
+        action = f"{actor.source}:report:trends"
+
+        def run(s: Session) -> dict[str, Any]:
+            if not self.access.can(actor, "report:kpi:view"):
+                raise Forbidden("you may not read the partnership's measures")
+            if end < start:
+                raise InvalidData(FieldError("to", "must not be before from"))
+            if (end - start).days > MAX_DAYS:
+                raise InvalidData(FieldError("to", f"a report covers at most {MAX_DAYS} days"))
+            buckets = months(start, end, ZoneInfo(self.policy.timezone))
+            outcomes = list(self.policy.reference.mash_outcomes)
+            out = monthly(s, self.access, actor, buckets, outcomes)
+            out.update({"from": start.isoformat(), "to": end.isoformat()})
+            self.audit.record(
+                s, actor, action, target="report:trends",
+                summary={"from": start.isoformat(), "to": end.isoformat(),
+                         "referrals_total": sum(out["referrals"])},
+            )  # fmt: skip
+            return out
+
+        return self.operations.run(actor, action, run, target="report:trends")
 
     def _measures(self, s: Session, actor: Actor, lo: datetime, hi: datetime) -> dict[str, Any]:
         visible = self.access.visible_cases(actor, glass=False)

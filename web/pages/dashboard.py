@@ -73,6 +73,71 @@ def _charts(rt, kpis: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+RAG_COLOURS = {"red": "#b3261e", "amber": "#b26b00", "green": "#1b6e3a", "unrated": "#6f777b"}
+RAG_NAMES = {"red": "Red", "amber": "Amber", "green": "Green", "unrated": "Not rated yet"}
+# Told apart by colour-blind readers too (after Okabe and Ito), each at least 3:1 on white.
+OUTCOME_COLOURS = ["#0072b2", "#d55e00", "#007a5a", "#a3457f", "#1d4f76", "#8a5a00", "#505a62"]
+
+
+def _trends(rt, trends: dict[str, Any]) -> list[dict[str, Any]]:
+    """The month-by-month charts, each with its data as a table (months down, series
+    across), from `Reports.trends`: the MASH ones only when the caller may see MASH."""
+    labels = [m["label"] for m in trends["months"]]
+    out: list[dict[str, Any]] = []
+
+    def table(columns: list[str], series: list[list[Any]], fmt=charts.number) -> dict[str, Any]:
+        rows = [(label, [fmt(values[i]) for values in series]) for i, label in enumerate(labels)]
+        return {"columns": columns, "rows": rows}
+
+    out.append({
+        "id": "trend-referrals", "title": "Referrals over time",
+        "note": "Referrals received each month (a referral that opened several cases counts once).",
+        "svg": charts.columns("chart-trend-referrals", "Referrals over time", labels,
+                              trends["referrals"]),
+        "table": table(["Referrals"], [trends["referrals"]]),
+    })  # fmt: skip
+    if "rag" in trends:
+        series = [(RAG_NAMES[k], RAG_COLOURS[k], v) for k, v in trends["rag"].items()]
+        out.append({
+            "id": "trend-rag", "title": "RAG mix",
+            "note": "MASH referrals received each month, by the rating given at screening.",
+            "svg": charts.stacked_columns("chart-trend-rag", "RAG mix", labels, series),
+            "table": table([name for name, _, _ in series], [v for _, _, v in series]),
+        })  # fmt: skip
+    if "outcomes" in trends:
+        names = rt.policy.reference.mash_outcomes
+        series = [
+            (names.get(code, code.replace("_", " ").capitalize()),
+             OUTCOME_COLOURS[i % len(OUTCOME_COLOURS)], values)
+            for i, (code, values) in enumerate(trends["outcomes"].items())
+        ]  # fmt: skip
+        out.append({
+            "id": "trend-outcomes", "title": "Outcome mix",
+            "note": "MASH decisions on the referrals received each month, by outcome.",
+            "svg": charts.stacked_columns("chart-trend-outcomes", "Outcome mix", labels, series),
+            "table": table([name for name, _, _ in series] or ["Decisions"],
+                           [v for _, _, v in series] or [[0] * len(labels)]),
+        })  # fmt: skip
+    if "timeliness" in trends:
+        t = trends["timeliness"]
+        target = rt.policy.rules.targets.get("mash_decided_within_1wd_pct")
+        out.append({
+            "id": "trend-timeliness", "title": "MASH decisions in time, by month",
+            "note": "Of the MASH decisions on each month's referrals, the share made by their "
+                    "deadline (1 working day; 4 hours for a red referral)."
+                    + (f" The dashed line is the target, {charts.percent(target)}." if target
+                       is not None else ""),
+            "svg": charts.columns("chart-trend-timeliness", "MASH decisions in time, by month",
+                                  labels, t["on_time_pct"], percent_scale=True, target=target),
+            "table": {"columns": ["Decisions", "In time", "Share in time"],
+                      "rows": [(label, [charts.number(t["decided"][i]),
+                                        charts.number(t["on_time"][i]),
+                                        charts.percent(t["on_time_pct"][i])])
+                               for i, label in enumerate(labels)]},
+        })  # fmt: skip
+    return out
+
+
 def _figures(rt, kpis: dict[str, Any]) -> list[dict[str, Any]]:
     """The headline measures present for this caller, each with its meter and target."""
     targets = rt.policy.rules.targets
@@ -143,11 +208,13 @@ def dashboard(request: Request) -> HTMLResponse:
     start = _parse(errors, "from", given["from"]) if given["from"] else default_from
     end = _parse(errors, "to", given["to"]) if given["to"] else default_to
     kpis: dict[str, Any] | None = None
+    trends: dict[str, Any] | None = None
     if errors:
         rt.engine.refused(actor, "web:report:kpis", InvalidData(errors), target="report:kpis")
     else:
         try:
             kpis = rt.reports.kpis(actor, start, end)  # type: ignore[arg-type]
+            trends = rt.reports.trends(actor, start, end)  # type: ignore[arg-type]
         except InvalidData as exc:
             errors = exc.errors
     period = f"{start:%-d %b %Y} to {end:%-d %b %Y}" if kpis else None
@@ -158,6 +225,7 @@ def dashboard(request: Request) -> HTMLResponse:
         {"title": "Dashboard", "period": period, "values": values, "errors": errors, "kpis": kpis,
          "figures": _figures(rt, kpis) if kpis else [],
          "charts": _charts(rt, kpis) if kpis else [],
+         "trends": _trends(rt, trends) if trends else [],
          "ranges": [(text, f"/dashboard?{urlencode({'from': a.isoformat(), 'to': b.isoformat()})}",
                      a == start and b == end) for text, a, b in ranges]},
         actor=actor, status=422 if errors else 200,
