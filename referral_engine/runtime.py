@@ -13,6 +13,7 @@ from referral_engine.accounts.oidc import Provider, ProviderConfig
 from referral_engine.accounts.second_factor import SecondFactors
 from referral_engine.accounts.service_accounts import ServiceAccounts
 from referral_engine.accounts.users import Accounts
+from referral_engine.audit.heads import Head, append_head
 from referral_engine.audit.log import AuditLog, Verification, verify
 from referral_engine.casework.breakglass import BreakGlass
 from referral_engine.casework.cases import Cases
@@ -72,6 +73,8 @@ class Runtime:
     _stop: threading.Event = field(default_factory=threading.Event)
     _sequencer: threading.Thread | None = None
     _deliverer: threading.Thread | None = None
+    _header: threading.Thread | None = None
+    _kept: tuple[int, int] | None = None  # the chain position of the last head kept
 
     @classmethod
     def build(cls, settings: Settings | None = None, clock: Clock | None = None) -> Runtime:
@@ -164,6 +167,12 @@ class Runtime:
         several servers, each starting and stopping it)."""
         self.engine.register_versions()
         self._stop.clear()
+        self.keep_head(force=True)  # the first start seals the install's chain
+        if self.settings.audit_head_interval_seconds > 0 and self._header is None:
+            self._header = threading.Thread(
+                target=self._keep_heads_forever, name="audit-heads", daemon=True
+            )
+            self._header.start()
         if not self.audit.link_inline and self._sequencer is None:
             self._sequencer = threading.Thread(
                 target=self._sequence_forever, name="audit-sequencer", daemon=True
@@ -193,8 +202,29 @@ class Runtime:
         if self._sequencer is not None:
             self._sequencer.join(timeout=5)
             self._sequencer = None
-        if not self.audit.link_inline:
-            self.audit.run_sequencer(self.db.engine)
+        if self._header is not None:
+            self._header.join(timeout=5)
+            self._header = None
+        self.keep_head()  # shutdown seals what the last requests wrote
+
+    def keep_head(self, *, force: bool = False) -> Head | None:
+        """Seal the chain and append its signed head to the head log, if it moved since
+        the last head this runtime kept (`force`: even if not). Returns the head kept."""
+        position = self.audit.position(self.db.engine)
+        if not force and position == self._kept:
+            return None
+        head = self.audit.signed_head(self.db.engine)
+        self._kept = self.audit.position(self.db.engine)
+        if self.settings.audit_head_log is not None:
+            append_head(self.settings.audit_head_log, head)
+        return head
+
+    def _keep_heads_forever(self) -> None:
+        while not self._stop.wait(self.settings.audit_head_interval_seconds):
+            try:
+                self.keep_head()
+            except Exception:  # keep sealing after a transient database or disk error
+                log.exception("audit head pass failed")
 
     def _sequence_forever(self) -> None:
         interval = self.settings.audit_seal_interval_seconds
@@ -204,8 +234,11 @@ class Runtime:
             except Exception:  # keep sequencing after a transient database error
                 log.exception("audit sequencer pass failed")
 
-    def verify_audit(self, *, deep: bool = False, progress=None) -> Verification:
-        """Seal what is pending, then check the whole chain and its checkpoints."""
+    def verify_audit(
+        self, *, deep: bool = False, progress=None, head: Head | None = None
+    ) -> Verification:
+        """Seal what is pending, then check the whole chain and its checkpoints (and,
+        given a kept head, that the chain reaches it and agrees with it)."""
         self.audit.seal(self.db.engine)
         return verify(
             self.db.engine,
@@ -213,4 +246,5 @@ class Runtime:
             self.audit.checkpoint_every,
             deep=deep,
             progress=progress,
+            head=head,
         )

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     policies_dir: Path = PROJECT_ROOT / "policies"
     # How often a PostgreSQL server's background sequencer links pending audit rows.
     audit_seal_interval_seconds: float = 1.0
+    # A file (ideally on another host, or WORM storage) that `serve`, `tick` and
+    # `db upgrade` append each new signed audit head to; `audit verify --head` reads it.
+    audit_head_log: Path | None = None
+    # How often a running server seals the chain and keeps a new head while writes
+    # happen (0: only at start and shutdown).
+    audit_head_interval_seconds: float = 5.0
     max_body_bytes: int = 1_000_000
     # Email (notifications): no host means email is not sent (in-app notices still are).
     smtp_host: str | None = None

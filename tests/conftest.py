@@ -130,6 +130,7 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
         audit_key=AUDIT_KEY,
         password_hasher="argon2-fast",
         audit_seal_interval_seconds=0.2,
+        audit_head_interval_seconds=0,  # tests that want the head timer turn it on
         demo=False,
         # The fixtures sign admin and auditor in with a password alone; the second factor
         # is tested on its own (tests/test_second_factor.py).

@@ -295,6 +295,7 @@ def test_edited_body_is_caught_and_named(runtime, refer, fire, staff):
         execute(runtime, EVENT.update().where(EVENT.c.id == link.audit_id).values(body=body))
         reguard(runtime)
         assert verify(runtime.db.engine, KEY, runtime.audit.checkpoint_every).ok
+        unguard(runtime, "audit_event")
 
 
 def test_a_single_flipped_byte_is_caught(runtime, refer, fire, staff):

@@ -199,18 +199,22 @@ async def audit_refusal(request: Request, errors: list[dict[str, str]]) -> None:
     if action is None:
         parts = [p for p in template.split("/") if p and not p.startswith("{")]
         action = f"{parts[1] if len(parts) > 1 else 'request'}:{request.method.lower()}"
+    summary = None
     if "{event}" in action:
         try:
             event = (await request.json()).get("event")
         except Exception:  # the body may not be JSON at all
             event = None
-        action = action.replace("{event}", event if isinstance(event, str) else "event")[:100]
+        # A closed vocabulary: an event no pathway has is recorded by a keyed hash.
+        action, summary = rt.engine.event_action("api", event)
+    else:
+        action = f"api:{action}"
     case_id = request.path_params.get("case_id")
     exc = InvalidData([FieldError(e["field"], e["reason"]) for e in errors])
     await run_in_threadpool(
-        rt.engine.refused, who, f"api:{action}", exc,
+        rt.engine.refused, who, action, exc,
         case_id=int(case_id) if str(case_id or "").isdigit() and int(case_id) <= MAX_ID else None,
-        target=request.url.path,
+        target=request.url.path, summary=summary,
     )  # fmt: skip
 
 

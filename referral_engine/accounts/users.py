@@ -14,6 +14,7 @@ from sqlmodel import Session
 from referral_engine.access.rules import Access, Actor
 from referral_engine.accounts import passwords, tokens
 from referral_engine.audit.log import AuditLog
+from referral_engine.audit.vocabulary import unknown_username
 from referral_engine.clock import Clock
 from referral_engine.errors import (
     DomainError,
@@ -523,18 +524,21 @@ class Accounts:
         and counts its own refusals).
         """
         now = self.clock.now()
-        anon = self.access.actor(
-            user_id=None, username=username[:100], display_name=username[:100], roles=[],
-            source=source, request_id=request_id,
-        )  # fmt: skip
         with self.db.transaction() as s:
+            user = s.execute(sa.select(User).where(User.username == username)).scalar_one_or_none()
+            # A username no account has is kept only as a keyed hash (audit.vocabulary):
+            # it may be a password typed into the wrong box, and the log keeps it forever.
+            named = username[:100] if user else unknown_username(self.audit.key, username)
+            anon = self.access.actor(
+                user_id=None, username=named, display_name=named, roles=[],
+                source=source, request_id=request_id,
+            )  # fmt: skip
             retry = self._locked_for(s, username, now)
             if retry:
                 self.audit.record(
                     s, anon, f"{source}:auth:sign_in", outcome="refused",
-                    target=f"user:{username[:100]}", summary={"reason": "locked"},
+                    target=f"user:{named}", summary={"reason": "locked"},
                 )  # fmt: skip
-            user = s.execute(sa.select(User).where(User.username == username)).scalar_one_or_none()
         if retry:
             raise Locked(f"too many failed sign-ins; try again in {retry // 60 + 1} minutes", retry)
         good = passwords.verify_password(
@@ -549,7 +553,7 @@ class Accounts:
                 s.add(LoginFailure(username=username[:100], at=now))
                 self.audit.record(
                     s, anon, f"{source}:auth:sign_in", outcome="refused",
-                    target=f"user:{username[:100]}", summary={"reason": "bad credentials"},
+                    target=f"user:{named}", summary={"reason": "bad credentials"},
                 )  # fmt: skip
                 failed = True
             else:

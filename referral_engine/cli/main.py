@@ -20,7 +20,11 @@ from referral_engine.settings import ConfigurationError, get_settings
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from referral_engine.storage.migrate import upgrade
 
-    print(upgrade(get_settings().database_url).describe())
+    settings = get_settings()
+    print(upgrade(settings.database_url).describe())
+    if settings.audit_head_log is not None and (settings.audit_key or settings.demo):
+        # Sealing at install: the first head is kept before anyone has used the system.
+        build_runtime().keep_head(force=True)
     return 0
 
 
@@ -98,8 +102,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
     runtime = build_runtime()
     result = runtime.scheduler.tick(now)
     emails = runtime.sender.deliver(now)
-    if not runtime.audit.link_inline:
-        runtime.audit.run_sequencer(runtime.db.engine)
+    runtime.keep_head()  # seals what the tick wrote; appended to the head log if set
     print(json.dumps({**result.as_dict(), "emails": emails.as_dict()}))
     return 1 if result.failed else 0
 
@@ -172,18 +175,38 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.update(rows - bar.n)
 
-    result = runtime.verify_audit(deep=args.deep, progress=progress)
+    head = None
+    if args.head:
+        from referral_engine.audit.heads import HeadFileError, read_kept
+
+        try:
+            head = read_kept(args.head)
+        except HeadFileError as exc:  # names the file and line; not a verdict on the chain
+            print(f"referral-engine: --head: {exc.detail}", file=sys.stderr)
+            return 2
+    result = runtime.verify_audit(deep=args.deep, progress=progress, head=head)
     if bar is not None:
         bar.close()
     if args.json:
         print(json.dumps(result.as_dict()))
     elif result.ok:
-        print(f"audit chain intact: {result.rows} rows, {result.checkpoints} checkpoints verified")
+        against = f", and it agrees with the head kept at link {head.seq}" if head else ""
+        print(
+            f"audit chain intact: {result.rows} rows, {result.checkpoints} checkpoints "
+            f"verified{against}"
+        )
     else:
         where = f" at chain position {result.first_broken_seq}" if result.first_broken_seq else ""
         row = f" (audit row {result.first_broken_audit_id})" if result.first_broken_audit_id else ""
         print(f"audit chain BROKEN{where}{row}: {result.reason}")
     return 0 if result.ok else 1
+
+
+def cmd_audit_head(args: argparse.Namespace) -> int:
+    """One JSON line `{"seq", "hash", "at", "mac"}`: keep it where the database cannot."""
+    runtime = build_runtime()
+    print(runtime.audit.signed_head(runtime.db.engine).line())
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -248,8 +271,17 @@ def parser() -> argparse.ArgumentParser:
     )
     verify = audit.add_parser("verify", help="verify the hash chain and its checkpoints")
     verify.add_argument("--json", action="store_true", help="machine-readable result")
-    verify.add_argument("--deep", action="store_true", help="also check searchable columns")
+    verify.add_argument(
+        "--deep", action="store_true", help="(kept for scripts: every verify checks the columns)"
+    )
+    verify.add_argument(
+        "--head", metavar="FILE",
+        help="a file of kept heads (one JSON line each; the last counts): fail if the chain "
+        "is shorter than it or differs from it",
+    )  # fmt: skip
     verify.set_defaults(func=cmd_audit_verify)
+    head = audit.add_parser("head", help="seal the chain and print its signed head (JSON)")
+    head.set_defaults(func=cmd_audit_head)
 
     from referral_engine.cli.ops import register  # db backup, retention, sar
     from referral_engine.cli.service_accounts import register as register_service_accounts

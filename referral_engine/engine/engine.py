@@ -23,6 +23,7 @@ from sqlmodel import Session
 from referral_engine.access.rules import SYSTEM, Access, Actor
 from referral_engine.audit.log import AuditLog
 from referral_engine.audit.operation import Operations
+from referral_engine.audit.vocabulary import event_action
 from referral_engine.clock import LONDON, Clock
 from referral_engine.engine import intake
 from referral_engine.engine.intake import Opening
@@ -195,6 +196,7 @@ class Engine:
         self.policy, self.clock, self.audit, self.outbox = policy, clock, audit, outbox
         # The one audited-operation wrapper, shared with every service (runtime.py).
         self.operations = Operations(db, audit)
+        self._known_events: frozenset[str] | None = None  # every pathway's events
 
     # --- definitions ---------------------------------------------------------------------
 
@@ -233,11 +235,28 @@ class Engine:
         data: dict[str, Any] | None,
         expected_version: int,
     ) -> Fired:
-        return self.operations.run(
-            actor, f"{actor.source}:case:{event}",
-            lambda conn: self._fire(conn, case_id, event, actor, data or {}, expected_version),
-            case_id=case_id, summary={"event": event}, connection=True,
-        )  # fmt: skip
+        # The audit action names the event only if some pathway has it; anything else
+        # is `unknown_event` with a keyed hash of what was asked (audit/vocabulary.py).
+        action, asked = self.event_action(actor.source, event)
+        try:
+            with self.db.writing() as conn:
+                return self._fire(conn, case_id, event, actor, data or {}, expected_version)
+        except DomainError as exc:
+            exc_audited = exc
+            if "event_hmac" in asked and repr(event) in exc.detail:
+                # the refusal's words would repeat what was typed
+                exc_audited = NotValidNow("no pathway has the event asked for")
+            self.operations.refused(actor, action, exc_audited, case_id=case_id, summary=asked)
+            raise
+
+    def event_action(self, source: str, event: Any) -> tuple[str, dict[str, str]]:
+        """The audit action for asking to fire `event` (`audit.vocabulary`): an event no
+        pathway has is recorded as `unknown_event` with a keyed hash, never its text."""
+        if self._known_events is None:
+            self._known_events = frozenset(
+                e for w in self.workflows.current.values() for e in w.definition.events
+            )
+        return event_action(self.audit.key, source, event, self._known_events)
 
     def fire_in(
         self,
@@ -282,7 +301,8 @@ class Engine:
         self.access.require_visible(actor, row, case_id)
         wf = self.workflow_for(conn, row.workflow_version)
         if event not in wf.definition.events:
-            raise NotValidNow(f"{event} is not an event of the {wf.pathway} pathway")
+            # repr: what was typed, escaped (a lone surrogate cannot be sent back as UTF-8)
+            raise NotValidNow(f"{event!r} is not an event of the {wf.pathway} pathway")
         ev = wf.definition.events[event]
         if (ev.system and actor is not SYSTEM) or not self.access.can(
             actor, wf.permission(event), row
