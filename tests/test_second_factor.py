@@ -6,13 +6,16 @@ as wrong passwords do. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pyotp
 import pytest
 import sqlalchemy as sa
 from conftest import PASSWORD, add_user, csrf_of, make_settings, sign_in_page
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
+from referral_engine.accounts.second_factor import STEP_SECONDS, matching_step, normalise
 from referral_engine.storage.models import AuditEvent, RecoveryCode, SecondFactor
 
 
@@ -116,3 +119,34 @@ def test_the_step_between_password_and_code_is_not_a_session(client, admin):
     assert pending and "re_session" not in client.cookies
     assert client.get("/api/me", headers={"Authorization": f"Bearer {pending}"}).status_code == 401
     assert client.get("/admin/users", follow_redirects=False).status_code == 303
+
+
+# --- the code check on its own (no database) ------------------------------------------------
+
+KEY = pyotp.random_base32()
+
+
+@given(offset=st.integers(-5, 5), last_offset=st.integers(-5, 5), seconds=st.integers(0, 10**9))
+def test_a_code_is_accepted_only_near_now_and_after_the_last_one_used(offset, last_offset, seconds):
+    now = datetime.fromtimestamp(1_700_000_000 + seconds, tz=UTC)
+    current = int(now.timestamp()) // STEP_SECONDS
+    code = pyotp.TOTP(KEY).at((current + offset) * STEP_SECONDS)
+    got = matching_step(KEY, code, now, current + last_offset)
+    if abs(offset) <= 1 and offset > last_offset:
+        assert got == current + offset
+    elif got is not None:
+        # Another step near now may share the code by chance (1 in a million), never
+        # one already used.
+        assert got > current + last_offset and abs(got - current) <= 1
+
+
+@given(st.text(max_size=12))
+def test_anything_but_six_digits_is_never_a_totp_code(text):
+    code = normalise(text)
+    assume(not (code.isascii() and code.isdigit() and len(code) == 6))
+    assert matching_step(KEY, text, datetime.now(UTC), 0) is None
+
+
+def test_full_width_digits_are_refused_not_an_error():
+    full_width = "".join(chr(0xFF11 + i) for i in range(6))  # "123456" in full-width digits
+    assert matching_step(KEY, full_width, datetime.now(UTC), 0) is None

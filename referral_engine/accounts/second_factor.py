@@ -71,7 +71,7 @@ def matching_step(key: str, code: str, now: datetime, after: int) -> int | None:
     """The time step (now, or one either side for clock drift) whose code this is, if it
     is later than `after`; else None."""
     code = normalise(code)
-    if not (code.isdigit() and len(code) == 6):
+    if not (code.isascii() and code.isdigit() and len(code) == 6):
         return None
     totp = pyotp.TOTP(key, interval=STEP_SECONDS)
     current = int(now.timestamp()) // STEP_SECONDS
