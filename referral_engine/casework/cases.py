@@ -162,7 +162,10 @@ class Cases:
         person = _named(_PERSON_COLUMNS, values[_PERSON_AT:_SINCE_AT])
         since = values[_SINCE_AT]
         deadlines = _READ_DEADLINES.rows(conn, {"case_id": case.id})
-        events = self.engine.available_events(conn, actor, case)
+        # Events the caller could fire but that would be refused now, and why (shown, not
+        # offered: "Pause" on a paused case).
+        blocked = self.engine.blocked_events(conn, actor, case)
+        events = self.engine.available_events(conn, actor, case, blocked=blocked)
         return {
             "id": case.id,
             "pathway": case.pathway,
@@ -211,6 +214,10 @@ class Cases:
                     "data": wf.schemas[e].describe(),
                 }
                 for e in events
+            ],
+            "blocked_events": [
+                {"event": e, "label": wf.definition.events[e].label, "reason": reason}
+                for e, reason in blocked.items()
             ],
         }
 

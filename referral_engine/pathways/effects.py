@@ -362,7 +362,11 @@ def add_actions(ctx: Context, p: AddActionsParams) -> list[Op]:
             "meeting_id": ctx.snapshot.attributes.get("meeting_id"),
         }
         existing.append(action)
-        due = local_midnight(date.fromisoformat(item["due"])) + timedelta(days=1)
+        # Due by the end of its day, on the UK calendar: the last second of that day, so
+        # the deadline reads as the action's own date (never the next day's midnight).
+        due = local_midnight(date.fromisoformat(item["due"]) + timedelta(days=1)) - timedelta(
+            seconds=1
+        )
         ops.append(SetDeadline(f"action_{action['id']}", f"Action {action['id']}", due, "remind"))
         if p.notify:
             ops.append(

@@ -229,6 +229,21 @@ def date_in_range(ctx: Context, p: DateInRangeParams) -> Failure:
     return None
 
 
+def failing_case_guard(ctx: Context, guards: Any) -> Failure:
+    """The first of an event's guards decided by the case alone that fails now, or None.
+
+    A case page offers an event only when this is None: "Pause" on a paused case, a
+    hearing before its meeting's day, would only ever be refused.
+    """
+    for name, params in guards:
+        guard = GUARDS[name]
+        if guard.case_only:
+            failure = guard.check(ctx, guard.params.model_validate(params))
+            if failure is not None:
+                return failure
+    return None
+
+
 @dataclass(frozen=True)
 class Guard:
     params: type[BaseModel]
