@@ -321,7 +321,9 @@ class Cases:
             elif overdue is False:
                 where.append(sa.or_(Case.due_at.is_(None), Case.due_at >= now))
             if assigned_to_me:
-                where.append(Case.assigned_to_id == actor.user_id)
+                # Assigned to work it, or allocated (an IDVA's cases are allocated to them).
+                me = actor.user_id
+                where.append(sa.or_(Case.assigned_to_id == me, Case.allocated_to_id == me))
             ids = sa.select(Case.id).where(*where)
             matching = ids.limit(COUNT_CAP + 1).subquery()
             total = s.execute(sa.select(sa.func.count()).select_from(matching)).scalar() or 0
