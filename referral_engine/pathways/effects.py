@@ -301,7 +301,11 @@ def assess_dash(ctx: Context, p: AssessDashParams) -> list[Op]:
         referred_at=snap.received_at or snap.opened_at,
         last_marac_referral=snap.last_opened.get(snap.pathway),
     )
-    return [SetAttributes({"dash": result, "criteria": result["criteria"]})]
+    # The case's `repeat` flag is the MARAC criterion itself, so the two never disagree
+    # (a person first heard after a MASH onward referral has no earlier MARAC *referral*,
+    # yet this is a repeat MARAC case).
+    repeat = "repeat" in result["criteria"]
+    return [SetAttributes({"dash": result, "criteria": result["criteria"], "repeat": repeat})]
 
 
 class ReferChildrenParams(Params):

@@ -32,11 +32,13 @@ class OutcomeFitsAge(BaseModel):
 
 
 def outcome_fits_age(ctx: Context, p: OutcomeFitsAge) -> Failure:
-    value = ctx.data.get(p.field)
-    if value in p.adult_only and ctx.snapshot.is_child:
-        return p.field, f"{value} is for adults; the subject is a child"
-    if value in p.child_only and not ctx.snapshot.is_child:
-        return p.field, f"{value} is for children; the subject is an adult"
+    """The outcome (or each of a list of them) is one for the subject's age."""
+    got = ctx.data.get(p.field)
+    for value in got if isinstance(got, list) else [got]:
+        if value in p.adult_only and ctx.snapshot.is_child:
+            return p.field, f"{value} is for adults; the subject is a child"
+        if value in p.child_only and not ctx.snapshot.is_child:
+            return p.field, f"{value} is for children; the subject is an adult"
     return None
 
 
