@@ -114,3 +114,41 @@ def test_a_hearing_is_not_offered_before_its_meeting_day(runtime, staff, refer, 
     seen = runtime.cases.view(coordinator, case_id)
     assert "hear" in {e["event"] for e in seen["available_events"]}
     assert seen["blocked_events"] == []
+
+
+def test_channel_keeps_a_support_plan_carried_over_to_the_next_panel(
+    browser_for, runtime, staff, refer, fire, clock
+):
+    first = new_meeting(runtime, staff, TODAY, pathway="channel")
+    second = new_meeting(runtime, staff, TODAY + timedelta(days=28), pathway="channel")
+    case_id = refer(
+        "prevent", pathway="channel", concerns=["radicalisation"],
+        subject={"given_name": "Sami", "family_name": "Okafor", "date_of_birth": "1999-02-03"},
+        summary="Sharing extremist material.",
+    )["case_id"]  # fmt: skip
+    fire(case_id, "prevent", "start_gateway")
+    fire(case_id, "prevent", "pass_to_panel")
+    fire(case_id, "chair", "record_vaf", {
+        "engagement": "low", "intent": "low", "capability": "none", "factors": [],
+        "summary": "Early concern",
+    })  # fmt: skip
+    fire(case_id, "chair", "list_for_panel", {"meeting_id": first})
+    fire(case_id, "chair", "adopt", {"rationale": "Vulnerable; support will help"})
+    fire(case_id, "chair", "record_consent", {"consent": True, "by": "subject"})
+    due = (TODAY + timedelta(days=7)).isoformat()
+    for owner, what in (("education", "Mentor from the college"), ("health", "GP review")):
+        fire(case_id, "chair", "add_action",
+             {"owner_agency": owner, "description": what, "due": due})  # fmt: skip
+    fire(case_id, "chair", "complete_action", {"action_id": "A2", "outcome": "Seen by GP"})
+
+    clock.at = START + timedelta(days=21)  # past due, before the next panel
+    chair = browser_for("chair")
+    later = chair.get(f"/meetings/{second}").text
+    carried = later[later.index('id="carried-over"') :]
+    assert "Sami Okafor" in carried and "Mentor from the college" in carried
+    assert "GP review" not in carried  # done: nothing to carry
+    page = chair.get(f"/cases/{case_id}").text
+    form = page[page.index('id="event-complete_action"') :]
+    assert (
+        '<option value="A1">A1: Mentor from the college</option>' in form[: form.index("</form>")]
+    )
