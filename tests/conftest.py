@@ -262,7 +262,7 @@ def referral_body(**overrides: Any) -> dict[str, Any]:
         "consent": "given",
     }
     body.update(overrides)
-    if "domestic_abuse" in body["concerns"] and "dash" not in body:
+    if "domestic_abuse" in body["concerns"] and not body.get("dash"):
         body["dash"] = dict(NO_DASH)
     return body
 

@@ -728,7 +728,8 @@ def seed_cases(runtime, staff, refer, fire) -> dict[str, int]:
         summary="Often hungry and tired at school; <script>alert(1)</script> written on a book.",
     )
     fire(mash["case_id"], "officer", "screen", {"rag": "red", "rationale": "Hungry daily"})
-    meeting = runtime.meetings.create(staff["coordinator"].actor, "marac", date(2026, 12, 2), 8)
+    # Today (the test clock's day): a hearing is recorded on or after its meeting's day.
+    meeting = runtime.meetings.create(staff["coordinator"].actor, "marac", date(2026, 11, 25), 8)
     marac = refer(
         "constable", pathway="marac", concerns=["domestic_abuse"], consent="not_sought",
         consent_reason="High risk", victim_aware=False, victim_aware_reason="Unsafe",

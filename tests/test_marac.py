@@ -627,7 +627,7 @@ class TestActions:
         self, users, clock, runtime
     ):
         coordinator = users["coordinator"]
-        meeting = new_meeting(coordinator, 1)
+        meeting = new_meeting(coordinator, 0)  # today: a hearing is recorded on its day
         case_id = high_risk_case(coordinator)
         listed(coordinator, case_id, meeting["id"])
         first_due, second_due = TODAY + timedelta(days=10), TODAY + timedelta(days=20)
@@ -721,7 +721,7 @@ class TestActions:
 class TestIdva:
     def test_idva_sees_and_works_only_the_cases_allocated_to_them(self, users, runtime):
         coordinator, idva = users["coordinator"], users["idva"]
-        meeting = new_meeting(coordinator, 7)
+        meeting = new_meeting(coordinator, 0)  # today: a hearing is recorded on its day
         mine = refer_marac(users["constable"], victim(0), dash(14))["case_id"]
         other = high_risk_case(coordinator, n=1)
 

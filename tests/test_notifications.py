@@ -318,7 +318,10 @@ def test_marac_listing_and_each_action_reach_the_owning_agencys_contact(
             runtime.outbox.set_agency_contact(s, agency_id, staff[who].user_id)
     case_id = marac_case(runtime, refer, fire)
     meeting = runtime.meetings.create(
-        staff["coordinator"].actor, "marac", (clock.now() + timedelta(days=7)).date(), 5
+        staff["coordinator"].actor,
+        "marac",
+        clock.now().date(),
+        5,  # heard today
     )
     fire(case_id, "coordinator", "allocate_idva", {"user": "idva"})
     fire(case_id, "coordinator", "list", {"meeting_id": meeting["id"]})

@@ -154,7 +154,10 @@ def test_agenda_shows_repeats_dash_criteria_and_the_hearings_actions(
     waiting_html = section(page.text, "waiting")
     assert "Freya Price" in waiting_html and f'href="/cases/{waiting}#event-list"' in waiting_html
 
-    # The hearing sets the action plan; it shows with owners and due dates.
+    # On the meeting's day, the hearing sets the action plan; it shows with owners and due
+    # dates.
+    clock.at = START + timedelta(days=7)
+    coordinator = browser_for("coordinator")
     fire(other, "coordinator", "hear", {"risks": "Threats to kill", "actions": [
         {"owner_agency": "housing", "description": "Move her to a refuge",
          "due": (TODAY + timedelta(days=10)).isoformat()},
@@ -188,6 +191,7 @@ def test_a_repeat_shows_the_earlier_cases_plan_apart_from_its_own(
     earlier = refer_marac(refer, 3, yes=14)
     fire(earlier, "coordinator", "accept")
     fire(earlier, "coordinator", "list", {"meeting_id": first})
+    clock.at = START + timedelta(days=7)  # heard at the first meeting, on its day
     fire(earlier, "coordinator", "hear", {"risks": "Stalking", "actions": [
         {"owner_agency": "housing", "description": "Sanctuary scheme for the house",
          "due": (TODAY + timedelta(days=14)).isoformat()},
@@ -196,6 +200,7 @@ def test_a_repeat_shows_the_earlier_cases_plan_apart_from_its_own(
     repeat = refer_marac(refer, 3, yes=0)
     fire(repeat, "coordinator", "accept")
     fire(repeat, "coordinator", "list", {"meeting_id": second})
+    clock.at = START + timedelta(days=28)  # and the repeat at the second
     fire(repeat, "coordinator", "hear", {"risks": "Threats", "actions": [
         {"owner_agency": "police", "description": "Bail conditions check",
          "due": (TODAY + timedelta(days=30)).isoformat()},

@@ -144,3 +144,11 @@ def test_a_police_referral_for_honour_based_abuse_keeps_its_dash(browser_for, ru
     assert sum(v == "yes" for v in dash["answers"].values()) == 15
     assert len(dash["answers"]) == 27
     assert "police_incidents_12m" not in dash  # left blank: not known
+
+
+def test_the_rules_read_values_of_the_wrong_kind_without_failing():
+    # The schema names these fields; the rules must not crash on them meanwhile.
+    for subject in ({"date_of_birth": [1]}, {"estimated_age": {"a": 1}}, "Jo", None):
+        body = {"concerns": ["female_genital_mutilation", 7], "subject": subject,
+                "dash": {"answers": ["1"], "version": 3}, "consent": ["given"]}  # fmt: skip
+        assert check(POLICY, body, TODAY, agency_kind="education") == []

@@ -173,7 +173,10 @@ class Cases:
         person = _named(_PERSON_COLUMNS, values[_PERSON_AT:_SINCE_AT])
         since = values[_SINCE_AT]
         deadlines = _READ_DEADLINES.rows(conn, {"case_id": case.id})
-        events = self.engine.available_events(conn, actor, case)
+        # Events the caller could fire but that would be refused now, and why (shown, not
+        # offered: "Pause" on a paused case).
+        blocked = self.engine.blocked_events(conn, actor, case)
+        events = self.engine.available_events(conn, actor, case, blocked=blocked)
         return {
             "id": case.id,
             "pathway": case.pathway,
@@ -222,6 +225,10 @@ class Cases:
                     "data": wf.schemas[e].describe(),
                 }
                 for e in events
+            ],
+            "blocked_events": [
+                {"event": e, "label": wf.definition.events[e].label, "reason": reason}
+                for e, reason in blocked.items()
             ],
         }
 
@@ -338,7 +345,9 @@ class Cases:
             elif overdue is False:
                 where.append(sa.or_(Case.due_at.is_(None), Case.due_at >= now))
             if assigned_to_me:
-                where.append(Case.assigned_to_id == actor.user_id)
+                # Assigned to work it, or allocated (an IDVA's cases are allocated to them).
+                me = actor.user_id
+                where.append(sa.or_(Case.assigned_to_id == me, Case.allocated_to_id == me))
             ids = sa.select(Case.id).where(*where)
             order: tuple[Any, ...] = _QUEUE_ORDER
             if after_id is not None:

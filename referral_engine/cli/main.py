@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -15,6 +15,9 @@ from referral_engine.cli.context import build_runtime, cli_actor
 from referral_engine.clock import LONDON
 from referral_engine.errors import DefinitionError, DomainError
 from referral_engine.settings import ConfigurationError, get_settings
+
+# How far ahead of the real time `tick --now` may be without --allow-future (clock skew).
+FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -100,11 +103,36 @@ def cmd_tick(args: argparse.Namespace) -> int:
         if now.tzinfo is None:  # a time without an offset is UK local time
             now = now.replace(tzinfo=LONDON)
     runtime = build_runtime()
+    if now is not None:
+        ahead = now - runtime.clock.now()
+        if ahead > FUTURE_TOLERANCE:
+            # Ticking ahead of real time breaches deadlines that have not passed yet.
+            if not args.allow_future:
+                print(
+                    f"referral-engine: --now {now.isoformat()} is {_span(ahead)} ahead of the "
+                    "real time: deadlines due before then would be breached now, before "
+                    "they have passed. Add --allow-future to do it anyway (for a test "
+                    "installation).",
+                    file=sys.stderr,
+                )
+                return 2
+            print(
+                f"referral-engine: ticking as at {now.isoformat()}, {_span(ahead)} ahead of "
+                "the real time: deadlines due before then are breached now.",
+                file=sys.stderr,
+            )
     result = runtime.scheduler.tick(now)
     emails = runtime.sender.deliver(now)
     runtime.keep_head()  # seals what the tick wrote; appended to the head log if set
     print(json.dumps({**result.as_dict(), "emails": emails.as_dict()}))
     return 1 if result.failed else 0
+
+
+def _span(delta: timedelta) -> str:
+    days, hours = delta.days, delta.seconds // 3600
+    if days:
+        return f"{days} day{'s' if days != 1 else ''}" + (f" {hours} h" if hours else "")
+    return f"{hours} h {delta.seconds % 3600 // 60} min" if hours else f"{delta.seconds // 60} min"
 
 
 def _day(value: str, flag: str) -> date:
@@ -253,6 +281,10 @@ def parser() -> argparse.ArgumentParser:
 
     tick = sub.add_parser("tick", help="fire due deadlines and timers now (idempotent)")
     tick.add_argument("--now", help="ISO time to treat as now (without an offset: UK local time)")
+    tick.add_argument(
+        "--allow-future", action="store_true",
+        help="let --now be ahead of the real time (breaches deadlines before they pass)",
+    )  # fmt: skip
     tick.set_defaults(func=cmd_tick)
 
     export = sub.add_parser("export", help="CSV or Excel exports (audited)")

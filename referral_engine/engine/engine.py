@@ -56,6 +56,7 @@ from referral_engine.pathways.effects import (
     TellReferrer,
     plan_effects,
 )
+from referral_engine.pathways.guards import failing_case_guard
 from referral_engine.pathways.snapshot import Context, DeadlineView, Snapshot
 from referral_engine.policies.policy import Policy
 from referral_engine.storage.db import (
@@ -766,7 +767,35 @@ class Engine:
 
     # --- what a caller may do now --------------------------------------------------------
 
-    def available_events(self, s: Session | Connection, actor: Actor, row: Any) -> list[str]:
+    def available_events(
+        self, s: Session | Connection, actor: Actor, row: Any,
+        blocked: dict[str, str] | None = None,
+    ) -> list[str]:  # fmt: skip
+        """What this caller may fire now: allowed to them, and not bound to be refused by a
+        guard that depends on the case alone (see `blocked_events` for why not)."""
+        if blocked is None:
+            blocked = self.blocked_events(s, actor, row)
+        return [e for e in self._permitted(s, actor, row) if e not in blocked]
+
+    def blocked_events(self, s: Session | Connection, actor: Actor, row: Any) -> dict[str, str]:
+        """Events the caller may fire in this state whose case-only guards fail now, each
+        with the reason in words (e.g. "the clock is already paused")."""
+        wf = self.workflow_for(s, row.workflow_version)
+        guarded = [e for e in self._permitted(s, actor, row) if wf.definition.events[e].guards]
+        if not guarded:
+            return {}
+        conn = as_connection(s)
+        snap = self._snapshot(conn, _READ_CASE.first(conn, {"case_id": row.id}), history=False)
+        out = {}
+        for event in guarded:
+            ctx = Context(snap, event, {}, actor, self.clock.now(), self.policy,
+                          self.workflows.pathways)  # fmt: skip
+            failure = failing_case_guard(ctx, wf.definition.events[event].guards)
+            if failure is not None:
+                out[event] = failure[1]
+        return out
+
+    def _permitted(self, s: Session | Connection, actor: Actor, row: Any) -> list[str]:
         wf = self.workflow_for(s, row.workflow_version)
         return [
             e for e in wf.events_from(row.state) if self.access.can(actor, wf.permission(e), row)

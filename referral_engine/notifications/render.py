@@ -41,6 +41,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "case_assigned": ("A case has been assigned to you", "case_assigned"),
     "case_allocated": ("A case has been allocated to you", "case_assigned"),
     "marac_listed": ("A case has been listed at MARAC", "marac_listed"),
+    "marac_referral": ("A new MARAC referral is waiting for you", "marac_referral"),
     "marac_action": ("Your agency owns a new MARAC action", "marac_action"),
 }
 GENERIC = ("A case needs your attention", "generic")

@@ -301,7 +301,11 @@ def assess_dash(ctx: Context, p: AssessDashParams) -> list[Op]:
         referred_at=snap.received_at or snap.opened_at,
         last_marac_referral=snap.last_opened.get(snap.pathway),
     )
-    return [SetAttributes({"dash": result, "criteria": result["criteria"]})]
+    # The case's `repeat` flag is the MARAC criterion itself, so the two never disagree
+    # (a person first heard after a MASH onward referral has no earlier MARAC *referral*,
+    # yet this is a repeat MARAC case).
+    repeat = "repeat" in result["criteria"]
+    return [SetAttributes({"dash": result, "criteria": result["criteria"], "repeat": repeat})]
 
 
 class ReferChildrenParams(Params):
@@ -362,7 +366,11 @@ def add_actions(ctx: Context, p: AddActionsParams) -> list[Op]:
             "meeting_id": ctx.snapshot.attributes.get("meeting_id"),
         }
         existing.append(action)
-        due = local_midnight(date.fromisoformat(item["due"])) + timedelta(days=1)
+        # Due by the end of its day, on the UK calendar: the last second of that day, so
+        # the deadline reads as the action's own date (never the next day's midnight).
+        due = local_midnight(date.fromisoformat(item["due"]) + timedelta(days=1)) - timedelta(
+            seconds=1
+        )
         ops.append(SetDeadline(f"action_{action['id']}", f"Action {action['id']}", due, "remind"))
         if p.notify:
             ops.append(

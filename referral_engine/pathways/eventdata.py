@@ -44,6 +44,9 @@ class FieldSpec(BaseModel):
     items: dict[str, FieldSpec] | None = None
     # For a `user` field (a username): the permission that user must hold.
     holds_permission: str | None = None
+    # For a `text` field naming an item of a case attribute (a MARAC action's id): the
+    # attribute, so a form offers the case's open items to choose from, never a blank box.
+    pick_from: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self):

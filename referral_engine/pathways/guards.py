@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,11 +32,13 @@ class OutcomeFitsAge(BaseModel):
 
 
 def outcome_fits_age(ctx: Context, p: OutcomeFitsAge) -> Failure:
-    value = ctx.data.get(p.field)
-    if value in p.adult_only and ctx.snapshot.is_child:
-        return p.field, f"{value} is for adults; the subject is a child"
-    if value in p.child_only and not ctx.snapshot.is_child:
-        return p.field, f"{value} is for children; the subject is an adult"
+    """The outcome (or each of a list of them) is one for the subject's age."""
+    got = ctx.data.get(p.field)
+    for value in got if isinstance(got, list) else [got]:
+        if value in p.adult_only and ctx.snapshot.is_child:
+            return p.field, f"{value} is for adults; the subject is a child"
+        if value in p.child_only and not ctx.snapshot.is_child:
+            return p.field, f"{value} is for children; the subject is an adult"
     return None
 
 
@@ -145,19 +149,122 @@ def clock_is(ctx: Context, p: ClockParams) -> Failure:
     return "event", "the clock is already paused" if paused else "the clock is not paused"
 
 
+# --- dates that cannot be ----------------------------------------------------------------
+
+
+def _today(ctx: Context) -> date:
+    """Today on the partnership's calendar (a hearing on the 2nd is on the UK's 2nd)."""
+    return ctx.now.astimezone(ZoneInfo(ctx.policy.timezone)).date()
+
+
+def _day(value: Any) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        return None
+
+
+def _said(day: date) -> str:
+    return f"{day.day} {day:%B %Y}"
+
+
+class DateReachedParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    attribute: str  # a case attribute holding a date, e.g. the meeting date set by `list`
+    what: str  # what happens on that day, in words: "the meeting"
+
+
+def date_reached(ctx: Context, p: DateReachedParams) -> Failure:
+    """Nothing is recorded before the day it happens (a hearing before its meeting)."""
+    day = _day(ctx.snapshot.attributes.get(p.attribute))
+    if day is None or _today(ctx) >= day:
+        return None
+    return "event", f"{p.what} is on {_said(day)}; record it on or after that day"
+
+
+class DeadlineReachedParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # The deadlines of each successive occurrence (6 and 12 months after exit), and the
+    # case attribute that lists the occurrences already recorded.
+    deadlines: list[str]
+    count: str
+
+
+def deadline_reached(ctx: Context, p: DeadlineReachedParams) -> Failure:
+    """A review or follow-up is recorded when it is due, not before (the next one's
+    deadline has come, or has already been reminded of by `tick`)."""
+    done = len(ctx.snapshot.attributes.get(p.count) or [])
+    if done >= len(p.deadlines):
+        return None
+    d = ctx.snapshot.deadlines.get(p.deadlines[done])
+    if d is None or d.status == "paused" or d.due_at <= ctx.now:
+        return None
+    due = d.due_at.astimezone(ZoneInfo(ctx.policy.timezone)).date()
+    return "event", f"the {d.label.lower()} is not due until {_said(due)}"
+
+
+class DateInRangeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    field: str
+    # Also not before a date an earlier event recorded (a case attribute), in words.
+    after: str | None = None
+    after_what: str = "the earlier decision"
+
+
+def date_in_range(ctx: Context, p: DateInRangeParams) -> Failure:
+    """A date given in the data is not before the referral (nor an earlier decision the
+    case records). A date ahead of today is allowed: the decision letter may be dated so."""
+    day = _day(ctx.data.get(p.field))
+    if day is None:
+        return None
+    start = ctx.snapshot.received_at or ctx.snapshot.opened_at
+    first = start.astimezone(ZoneInfo(ctx.policy.timezone)).date()
+    if day < first:
+        return p.field, f"cannot be before the referral was received ({_said(first)})"
+    earlier = _day(ctx.snapshot.attributes.get(p.after)) if p.after else None
+    if earlier is not None and day < earlier:
+        return p.field, f"cannot be before {p.after_what} ({_said(earlier)})"
+    return None
+
+
+def failing_case_guard(ctx: Context, guards: Any) -> Failure:
+    """The first of an event's guards decided by the case alone that fails now, or None.
+
+    A case page offers an event only when this is None: "Pause" on a paused case, a
+    hearing before its meeting's day, would only ever be refused.
+    """
+    for name, params in guards:
+        guard = GUARDS[name]
+        if guard.case_only:
+            failure = guard.check(ctx, guard.params.model_validate(params))
+            if failure is not None:
+                return failure
+    return None
+
+
 @dataclass(frozen=True)
 class Guard:
     params: type[BaseModel]
     check: Callable[[Context, BaseModel], Failure]
+    # Decided by the case alone, never by the event's data: a case page can say before
+    # anything is typed whether the event can pass now (and why not).
+    case_only: bool = False
 
 
 GUARDS: dict[str, Guard] = {
     "outcome_fits_age": Guard(OutcomeFitsAge, outcome_fits_age),  # type: ignore[arg-type]
-    "attribute_present": Guard(Requires, attribute_present),  # type: ignore[arg-type]
+    "attribute_present": Guard(Requires, attribute_present, True),  # type: ignore[arg-type]
     "marac_criterion_holds": Guard(MaracCriteria, marac_criterion_holds),  # type: ignore[arg-type]
     "child_or_consent": Guard(ConsentParams, child_or_consent),  # type: ignore[arg-type]
-    "subject_is_adult": Guard(AgeParams, subject_is_adult),  # type: ignore[arg-type]
-    "all_actions_resolved": Guard(ActionsParams, all_actions_resolved),  # type: ignore[arg-type]
-    "clock_is": Guard(ClockParams, clock_is),  # type: ignore[arg-type]
+    "subject_is_adult": Guard(AgeParams, subject_is_adult, True),  # type: ignore[arg-type]
+    "all_actions_resolved": Guard(ActionsParams, all_actions_resolved, True),  # type: ignore[arg-type]
+    "clock_is": Guard(ClockParams, clock_is, True),  # type: ignore[arg-type]
     "value_fits_age": Guard(FitsAgeParams, value_fits_age),  # type: ignore[arg-type]
+    "date_reached": Guard(DateReachedParams, date_reached, True),  # type: ignore[arg-type]
+    "deadline_reached": Guard(DeadlineReachedParams, deadline_reached, True),  # type: ignore[arg-type]
+    "date_in_range": Guard(DateInRangeParams, date_in_range),  # type: ignore[arg-type]
 }

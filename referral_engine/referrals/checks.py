@@ -111,10 +111,14 @@ def _fgm(
     if agency_kind not in vocab.fgm_duty_agency_kinds:
         return []
     gender = _text(subject.get("gender")).lower()
-    try:
-        child = intake.is_child(subject, today, policy.rules.child_age_limit)
-    except (TypeError, ValueError):
-        child = False
+    # Only from values of the right kinds: the schema reports any others by name.
+    known = {
+        "date_of_birth": _date(subject.get("date_of_birth")),
+        "estimated_age": _int(subject.get("estimated_age")),
+    }
+    child = intake.is_child(
+        {k: v for k, v in known.items() if v is not None}, today, policy.rules.child_age_limit
+    )
     if not child or gender not in FGM_GENDERS:
         return []
     duty = body.get("fgm_duty")
@@ -135,6 +139,10 @@ def _list(value: Any) -> list[Any]:
 
 def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _date(value: Any) -> date | None:

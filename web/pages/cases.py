@@ -35,6 +35,14 @@ def _choices(request: Request, actor, case: dict[str, Any]) -> dict[str, list[tu
         for name, spec in ev["data"].items():
             if spec["type"] == "user" and spec.get("holds_permission"):
                 out[f"{ev['event']}.{name}"] = rt.accounts.users_holding(spec["holds_permission"])
+            elif spec.get("pick_from"):
+                # e.g. a MARAC action to complete: the case's open ones, by what they say.
+                items = case["attributes"].get(spec["pick_from"]) or []
+                out[f"{ev['event']}.{name}"] = [
+                    (str(a["id"]), f"{a['id']}: {a.get('description', '')}")
+                    for a in items
+                    if isinstance(a, dict) and a.get("status") == "open"
+                ]
             elif spec["type"] == "meeting":
                 meetings = rt.meetings.list(actor.via("web"), case["pathway"])["items"]
                 out[f"{ev['event']}.{name}"] = [

@@ -132,7 +132,9 @@ def _create_meeting(request: Request, actor, form: FormData) -> Response:
 
 
 def _own_actions(item: dict[str, Any], *, open_only: bool = False) -> list[dict[str, Any]]:
-    """A case's own actions on the agenda: its earlier plans and its open actions.
+    """A case's own actions on the agenda: every one of them, open or done, so an action
+    completed since the hearing stays on the plan, shown as done (only carried-over cases
+    show just their open actions).
 
     For a repeat, `previous_actions` also holds the plans of the person's earlier cases
     (listed again, per case, in `earlier_cases`); those are shown apart, under their case,
@@ -141,8 +143,7 @@ def _own_actions(item: dict[str, Any], *, open_only: bool = False) -> list[dict[
     if open_only:
         return list(item["open_actions"])
     borrowed = {id(a) for e in item.get("earlier_cases") or [] for a in e.get("actions") or []}
-    own = [a for a in item["previous_actions"] if id(a) not in borrowed]
-    return [*own, *item["open_actions"]]
+    return [a for a in item["actions"] if id(a) not in borrowed]
 
 
 def _action_rows(actions: list[dict[str, Any]], meeting_id: int, today: str) -> list[dict]:
@@ -230,6 +231,8 @@ def agenda(request: Request, meeting_id: int, created: int = 0) -> HTMLResponse:
              for ev in wf.definition.events.values()
              for effect, _params in ev.effects
          ), "waiting": _waiting(rt, actor, meeting["pathway"]),
+         # Link only what the caller may open: an IDVA may not view person records.
+         "can_view_people": rt.access.can(actor, "person:person:view"),
          "flash": "Meeting set up." if created else None},
         actor=actor,
     )  # fmt: skip
