@@ -150,3 +150,17 @@ def test_codes_read_as_the_policy_words_them_and_entries_by_their_form_labels(
         '<span class="muted">Lawful basis for sharing:</span> '
         "Children Act 1989 s47 enquiry (public task)</div>" in page
     )
+
+
+def test_your_cases_heads_only_the_callers_own_and_sign_out_says_so(browser_for, refer):
+    refer()
+    officer = browser_for("officer")
+    home = officer.get("/").text
+    # nothing is assigned to the officer: no "Your cases" link to everyone's cases
+    assert "Your cases" not in home and "Nothing is assigned to you" in home
+    assert "<h1>Cases</h1>" in officer.get("/queue").text
+    assert "<h1>Your cases</h1>" in officer.get("/queue?assigned_to_me=true").text
+    out = officer.post("/logout", data={"csrf": csrf_of(home)}, follow_redirects=True)
+    assert out.url.path == "/login" and "You have signed out." in out.text
+    # the message is fixed: nothing from the address is printed
+    assert "hello" not in officer.get("/login?signed_out=hello").text

@@ -13,7 +13,17 @@ from typing import Any
 from jinja2 import pass_context
 from markupsafe import Markup, escape
 
-from referral_engine.display import Display, Fields, Record, Shown, day_text, tidy, when_text
+from referral_engine.display import (
+    Display,
+    Fields,
+    Record,
+    Shown,
+    day_text,
+    greeting_name,
+    header_name,
+    tidy,
+    when_text,
+)
 
 
 def html(shown: Shown) -> Markup:
@@ -81,4 +91,7 @@ def day(value: Any, fmt: str | None = None) -> str:
     return day_text(value) if value else ""
 
 
-FILTERS = {"shown": shown, "said": said, "name": name, "label": label, "when": when, "day": day}
+FILTERS = {
+    "shown": shown, "said": said, "name": name, "label": label, "when": when, "day": day,
+    "greeting": greeting_name, "header_name": header_name,
+}  # fmt: skip

@@ -16,10 +16,13 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next: str = "/") -> Response:
+def login_form(request: Request, next: str = "/", signed_out: str = "") -> Response:
     if session.current_actor(request) is not None:
         return redirect(safe_next(next))
-    return _login_page(request, {"next": safe_next(next), "values": {}})
+    # A fixed sentence for a fixed flag: nothing from the address is ever printed.
+    flash = "You have signed out. Close the browser if others use this computer." if (
+        signed_out == "1") else None  # fmt: skip
+    return _login_page(request, {"next": safe_next(next), "values": {}, "flash": flash})
 
 
 def _login_page(request: Request, context: dict, status: int = 200) -> Response:
@@ -87,6 +90,7 @@ def _logout(request: Request, form: FormData) -> Response:
     token = session.session_token(request)
     if actor is not None and token and session.csrf_ok(request, str(form.get("csrf") or "")):
         session.runtime(request).accounts.sign_out(token, actor)
+        response = redirect("/login?signed_out=1")  # the sign-in page says so
         session.end_session(response)
     elif actor is None:
         session.end_session(response)

@@ -60,7 +60,8 @@ def queue(
     last = max((result["total"] - 1) // PAGE + 1, 1)
     return render(
         request, "queue.html",
-        {"title": "Cases", "queue": result, "filters": filters, "pathways": pathways,
+        {"title": "Your cases" if assigned_to_me == "true" else "Cases", "queue": result,
+         "filters": filters, "pathways": pathways,
          "states": states, "errors": errors, "page": page, "last": last,
          "prev_url": f"/queue?{urlencode({**base, 'page': page - 1})}" if page > 1 else None,
          "next_url": f"/queue?{urlencode({**base, 'page': page + 1})}" if page < last else None,
