@@ -164,3 +164,26 @@ def test_your_cases_heads_only_the_callers_own_and_sign_out_says_so(browser_for,
     assert out.url.path == "/login" and "You have signed out." in out.text
     # the message is fixed: nothing from the address is printed
     assert "hello" not in officer.get("/login?signed_out=hello").text
+
+
+def test_the_mash_case_page_shows_what_the_referrer_typed(refer, browser_for):
+    answers = {str(i): ("yes" if i <= 13 else "no") for i in range(1, 25)}
+    made = refer(
+        "teacher", concerns=["domestic_abuse"],
+        subject={"given_name": "Ana", "family_name": "Reis", "date_of_birth": "1996-05-14",
+                 "gender": "female", "language": "Portuguese", "interpreter_needed": True},
+        referrer_contact={"phone": "0121 496 0000", "email": "s.patel@northgate.example"},
+        victim_aware=False, victim_aware_reason="Telling her could alert him",
+        dash={"answers": answers, "police_incidents_12m": 2},
+    )  # fmt: skip
+    page = browser_for("officer").get(f"/cases/{made['case_id']}").text
+    assert "<dt>Referred by</dt><dd>Teacher, Northgate Academy (Education)</dd>" in page
+    assert ">0121 496 0000</a>" in page and ">s.patel@northgate.example</a>" in page
+    assert "<dt>Interpreter needed</dt><dd>Yes (Portuguese)</dd>" in page
+    assert "<dt>Victim knows of the referral</dt><dd>No: Telling her could alert him</dd>" in page
+    assert "<dt>DASH score</dt><dd>13 of 24, high risk at 14</dd>" in page
+    assert "<dt>Police incidents in the last 12 months</dt><dd>2</dd>" in page
+    assert "<td>2. Is the victim very frightened?</td><td>Yes</td>" in page
+    assert "<td>24. Is the abuser known to have" in page and "<td>No</td>" in page
+    assert "<dt>Date of birth</dt><dd>14 May 1996</dd>" in page
+    assert "<dt>Gender</dt><dd>Female</dd>" in page

@@ -530,6 +530,7 @@ def _referral(r: Referral | None) -> dict[str, Any] | None:
         "reference": r.reference,
         "received_at": _iso(r.received_at),
         "referrer_id": r.referrer_id,
+        "agency_id": r.agency_id,
         "agency_kind": r.agency_kind,
         "subject": r.subject,
         "concerns": r.concerns,

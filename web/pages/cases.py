@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
-from referral_engine.display import day_text, opened_by
+from referral_engine.display import Names, day_text, opened_by
 from referral_engine.errors import (
     Forbidden,
     InvalidData,
@@ -60,6 +60,23 @@ def _dash(request: Request, case: dict[str, Any]) -> dict[str, Any] | None:
     )  # fmt: skip
 
 
+def _referrer(request: Request, case: dict[str, Any]) -> dict[str, Any] | None:
+    """Who made the referral and how to reach them, for whoever works the case: "so the
+    MASH can ask you questions today" (the referrer typed their phone and email)."""
+    ref = case.get("referral")
+    if not ref:
+        return None
+    names = Names(session.runtime(request).db)
+    contact = (ref.get("details") or {}).get("referrer_contact") or {}
+    return {
+        "name": names.user_by_id(ref.get("referrer_id")),
+        "agency": names.agency(ref.get("agency_id")),
+        "agency_kind": ref.get("agency_kind"),
+        "phone": contact.get("phone"),
+        "email": contact.get("email"),
+    }
+
+
 def _page(
     request: Request,
     actor,
@@ -89,6 +106,8 @@ def _page(
         {"title": f"Case {case_id}", "case": case, "history": history,
          "open_event": open_event, "values": values or {}, "errors": errors or [],
          "choices": _choices(request, actor, case), "dash": _dash(request, case),
+         "referrer": _referrer(request, case),
+         "dash_questions": rt.policy.dash.items,
          "flash": flash, "flash_kind": flash_kind,
          "labels": wf.labels if wf else Labels(),
          "fields": fields_of(request, case["pathway"]),
