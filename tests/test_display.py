@@ -162,3 +162,13 @@ def test_the_header_names_the_agency_once():
     assert header_name("Internal Audit", "City Council Internal Audit") == (
         "Internal Audit · City Council Internal Audit"
     )
+
+
+def test_the_when_filter_keeps_the_day_with_seconds():
+    from web.showing import when
+
+    at = "2026-12-02T16:13:59+00:00"
+    assert when(at, "%-d %b %Y, %H:%M:%S") == "2 December 2026, 4:13:59pm"
+    assert when(at, "%-d %b %Y") == "2 December 2026"
+    assert when(at, "%H:%M:%S") == "4:13:59pm"
+    assert when(at) == "2 December 2026, 4:13pm"

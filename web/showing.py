@@ -79,10 +79,11 @@ def when(value: Any, fmt: str | None = None) -> str:
     if value is None or value == "":
         return ""
     fmt = fmt or ""
-    if "%d" in fmt and "%H" not in fmt:
+    has_day = "%d" in fmt or "%-d" in fmt
+    if fmt and has_day and "%H" not in fmt:
         return day_text(value)
     text = when_text(value, seconds="%S" in fmt)
-    if "%H" in fmt and "%d" not in fmt:
+    if fmt and "%H" in fmt and not has_day:
         return text.rsplit(", ", 1)[-1]
     return text
 

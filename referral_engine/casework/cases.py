@@ -373,6 +373,29 @@ class Cases:
 
     # --- people --------------------------------------------------------------------------
 
+    def case_for_reference(self, actor: Actor, reference: str) -> int | None:
+        """The case a referral's reference ("RE-2026-XLUBMJ") opened, if the caller may
+        see it (the first, when onward cases share it); None otherwise, whether or not
+        such a case exists."""
+        action = f"{actor.source}:case:search"
+
+        def read(s: Session) -> int | None:
+            found = s.execute(
+                sa.select(Case.id)
+                .join(Referral, Referral.id == Case.referral_id)
+                .where(Referral.reference == reference.strip().upper(),
+                       self.access.visible_cases(actor))
+                .order_by(Case.id)
+                .limit(1)
+            ).scalar()  # fmt: skip
+            self.audit.record(
+                s, actor, action, target="cases",
+                summary={"kind": "reference", "found": 1 if found else 0},
+            )  # fmt: skip
+            return found
+
+        return self._audited(actor, action, "cases", read)
+
     def person(self, actor: Actor, person_id: int) -> dict[str, Any]:
         action = f"{actor.source}:person:view"
 

@@ -60,6 +60,15 @@ def _dash(request: Request, case: dict[str, Any]) -> dict[str, Any] | None:
     )  # fmt: skip
 
 
+def _done_message(rt, case: dict[str, Any], done: str) -> str | None:
+    """The sentence for `?done=<event>` after a form: only an event of the case's own
+    pathway maps to one ("“Screen and RAG-rate” is recorded."); any other text in the
+    address shows nothing, so a link cannot put words on the page."""
+    wf = rt.workflows.current.get(case["pathway"])
+    event = wf.definition.events.get(done) if wf is not None else None
+    return f"\u201c{event.label}\u201d is recorded." if event is not None else None
+
+
 def _referrer(request: Request, case: dict[str, Any]) -> dict[str, Any] | None:
     """Who made the referral and how to reach them, for whoever works the case: "so the
     MASH can ask you questions today" (the referrer typed their phone and email)."""
@@ -88,9 +97,12 @@ def _page(
     flash: str | None = None,
     flash_kind: str = "success",
     status: int = 200,
+    done: str = "",
 ) -> HTMLResponse:
     rt = session.runtime(request)
     case = rt.cases.view(actor.via("web"), case_id)
+    if done:
+        flash = _done_message(rt, case, done)
     history = rt.cases.history(actor.via("web"), case_id) if case["history_visible"] else None
     for ev in case["available_events"]:
         ev["fields"] = forms.fields_for(f"ev-{ev['event']}", ev["data"])
@@ -134,9 +146,8 @@ def _permitted(rt, actor, case: dict[str, Any], event: str) -> bool:
 @router.get("/cases/{case_id}", response_class=HTMLResponse)
 def case_page(request: Request, case_id: int, done: str = "") -> HTMLResponse:
     actor = signed_in(request)
-    flash = f"Done: {done.replace('_', ' ')}." if done else None
     try:
-        return _page(request, actor, case_id, flash=flash)
+        return _page(request, actor, case_id, done=done)
     except ReasonRequired as exc:
         return reason_form(request, actor, case_id, exc.detail)
 
