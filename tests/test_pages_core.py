@@ -187,3 +187,47 @@ def test_the_mash_case_page_shows_what_the_referrer_typed(refer, browser_for):
     assert "<td>24. Is the abuser known to have" in page and "<td>No</td>" in page
     assert "<dt>Date of birth</dt><dd>14 May 1996</dd>" in page
     assert "<dt>Gender</dt><dd>Female</dd>" in page
+
+
+def test_the_queue_shows_risk_cues_ranks_unrated_high_risk_with_red_and_sorts_every_row(
+    runtime, refer, fire, staff, browser_for, clock
+):
+    from datetime import timedelta
+
+    import pytest
+
+    from referral_engine.errors import InvalidData
+
+    plain = refer()["case_id"]
+    clock.advance(timedelta(minutes=5))
+    amber = refer(summary="Amber")["case_id"]
+    clock.advance(timedelta(minutes=5))
+    fire(amber, "officer", "screen", {"rag": "amber", "rationale": "Some concern"})
+    answers = {str(i): ("yes" if i <= 15 else "no") for i in range(1, 25)}
+    risky = refer(concerns=["domestic_abuse"], dash={"answers": answers})["case_id"]
+    clock.advance(timedelta(minutes=5))
+    red = refer(summary="Red")["case_id"]
+    fire(red, "officer", "screen", {"rag": "red", "rationale": "Danger"})
+    officer = staff["officer"].actor
+    order = [i["id"] for i in runtime.cases.queue(officer)["items"]]
+    # red (due in 4 hours), then the unrated high-risk referral, then the rest
+    assert order == [red, risky, plain, amber]
+    page = browser_for("officer").get("/queue").text
+    assert '<span class="tag tag-amber" title="Domestic abuse">DA</span>' in page
+    assert '<span class="tag tag-red">DASH 15 of 24</span>' in page
+    assert "MARAC criteria met: Visible high risk" in page
+    assert "Not rated: high risk" in page
+    # once rated, the rating decides
+    fire(risky, "officer", "screen", {"rag": "green", "rationale": "Safety plan in place"})
+    assert [i["id"] for i in runtime.cases.queue(officer)["items"]][:2] == [red, plain]
+    # sorting is the query's, over every row the caller may see, not one page
+    assert runtime.cases.queue(officer, sort="-received", limit=1)["items"][0]["id"] == red
+    assert runtime.cases.queue(officer, sort="received", limit=1)["items"][0]["id"] == plain
+    fire(amber, "manager", "assign", {"user": "officer"})
+    assert runtime.cases.queue(officer, sort="assignee", limit=1)["items"][0]["id"] == amber
+    assert runtime.cases.queue(officer, sort="concern", limit=1)["items"][0]["id"] == risky
+    with pytest.raises(InvalidData):
+        runtime.cases.queue(officer, sort="name")
+    sorted_page = browser_for("manager").get("/queue?sort=assignee").text
+    assert 'aria-sort="ascending"><a href="/queue?sort=-assignee"' in sorted_page
+    assert '<td data-label="Assigned to">Officer</td>' in sorted_page
