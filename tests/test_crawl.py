@@ -158,6 +158,10 @@ def test_every_page_each_demo_role_reaches_reads_as_people_write(demo, app):
             home = c.get("/").text
             if user["username"] in GREETINGS:
                 assert f"Good to see you, {GREETINGS[user['username']]}<" in home, user
+            if user["username"] == "idva":
+                # a meeting's agenda links only what its reader may open (not person pages)
+                agenda = c.get("/meetings/1").text
+                assert "Allocated to you" in agenda and 'href="/people/' not in agenda
             pages, found = _crawl(c, codes)
             assert pages > 3, f"{user['username']} reached only {pages} pages"
             problems += [f"{user['username']} {p}" for p in dict.fromkeys(found)]

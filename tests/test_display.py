@@ -172,3 +172,8 @@ def test_the_when_filter_keeps_the_day_with_seconds():
     assert when(at, "%-d %b %Y") == "2 December 2026"
     assert when(at, "%H:%M:%S") == "4:13:59pm"
     assert when(at) == "2 December 2026, 4:13pm"
+
+
+def test_a_meeting_kept_as_a_case_attribute_reads_as_its_date(display, workflows, policy):
+    marac = pathway_fields(workflows.get("marac"), policy.reference.field_labels)
+    assert display.value(1, "meeting_id", marac.attributes) == "MARAC meeting on 3 December 2026"

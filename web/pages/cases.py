@@ -51,7 +51,9 @@ def _dash(request: Request, case: dict[str, Any]) -> dict[str, Any] | None:
     own in its attributes)."""
     ref = case.get("referral") or {}
     given = (ref.get("details") or {}).get("dash")
-    if not given or "dash" in case["attributes"]:
+    if isinstance(case["attributes"].get("dash"), dict):
+        return case["attributes"]["dash"]  # the case's own assessment (a MARAC case)
+    if not given:
         return None
     rt = session.runtime(request)
     return assess_dash(
