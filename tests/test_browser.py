@@ -266,7 +266,7 @@ def test_the_whole_journey_from_referral_to_marac_hearing_and_audit(site):
     form.get_by_label("RAG rating").select_option("red")
     form.get_by_label("Rationale for the rating").fill("Strangulation last night; DASH 14.")
     form.get_by_role("button", name="Screen and RAG-rate").click()
-    expect(officer.get_by_role("status")).to_contain_text("Done: screen")
+    expect(officer.get_by_role("status")).to_contain_text("“Screen and RAG-rate” is recorded.")
     menu(officer, "Cases")
     first = officer.locator("table.queue tbody tr").first
     expect(first).to_contain_text(reference)  # red comes first
@@ -291,7 +291,7 @@ def test_the_whole_journey_from_referral_to_marac_hearing_and_audit(site):
     )
     site.shot(manager, "04-decision-form")
     form.get_by_role("button", name="Record the MASH decision").click()
-    expect(manager.get_by_role("status")).to_contain_text("Done: decide")
+    expect(manager.get_by_role("status")).to_contain_text("“Record the MASH decision” is recorded.")
     expect(manager.locator("main .tag-closed").first).to_have_text("Closed")
     expect(manager.locator("aside")).to_contain_text("MARAC")
 
@@ -314,11 +314,11 @@ def test_the_whole_journey_from_referral_to_marac_hearing_and_audit(site):
     event_form(coordinator, "Accept for MARAC").get_by_role(
         "button", name="Accept for MARAC"
     ).click()
-    expect(coordinator.get_by_role("status")).to_contain_text("Done: accept")
+    expect(coordinator.get_by_role("status")).to_contain_text("“Accept for MARAC” is recorded.")
     form = event_form(coordinator, "List at a meeting")
     form.get_by_label("Meeting").select_option(label="2026-12-02 (10 places left)")
     form.get_by_role("button", name="List at a meeting").click()
-    expect(coordinator.get_by_role("status")).to_contain_text("Done: list")
+    expect(coordinator.get_by_role("status")).to_contain_text("“List at a meeting” is recorded.")
     form = event_form(coordinator, "Record the hearing")
     form.get_by_label("Risks identified").fill("Threats to kill; strangulation; child at home.")
     form.get_by_label("Owner agency, row 1").select_option("housing")
@@ -326,7 +326,7 @@ def test_the_whole_journey_from_referral_to_marac_hearing_and_audit(site):
     form.get_by_label("Due by, row 1").fill("2026-12-09")
     site.shot(coordinator, "05-hearing-form")
     form.get_by_role("button", name="Record the hearing").click()
-    expect(coordinator.get_by_role("status")).to_contain_text("Done: hear")
+    expect(coordinator.get_by_role("status")).to_contain_text("“Record the hearing” is recorded.")
     coordinator.goto(meeting_url)
     item = coordinator.locator("article.agenda-item", has_text=name)
     expect(item).to_contain_text("Move Amina and Yusuf to a refuge")

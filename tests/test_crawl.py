@@ -31,6 +31,9 @@ from referral_engine.ops.demo import DEMO_PASSWORD, DEMO_USERS, load_demo
 SKIP = ("/logout", "/static/", "/api/", "/openapi.json", "/docs", "/redoc")
 # Enough for every page the demo holds, not unbounded if a page links to endless pages.
 MAX_PAGES_PER_ROLE = 250
+# Demo accounts whose names begin with a title or belong to a team: greeted by name.
+GREETINGS = {"gp": "Ayo", "police": "Dana", "iom.officer": "Casey",
+             "prevent.officer": "Robin", "auditor": "Internal Audit"}  # fmt: skip
 
 HIDDEN = ("script", "style", "template", "code", "pre", "svg")
 ISO = re.compile(r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2})?")
@@ -152,6 +155,13 @@ def test_every_page_each_demo_role_reaches_reads_as_people_write(demo, app):
                 follow_redirects=False,
             )  # fmt: skip
             assert r.status_code == 303, (user["username"], r.text[:300])
+            home = c.get("/").text
+            if user["username"] in GREETINGS:
+                assert f"Good to see you, {GREETINGS[user['username']]}<" in home, user
+            if user["username"] == "idva":
+                # a meeting's agenda links only what its reader may open (not person pages)
+                agenda = c.get("/meetings/1").text
+                assert "Allocated to you" in agenda and 'href="/people/' not in agenda
             pages, found = _crawl(c, codes)
             assert pages > 3, f"{user['username']} reached only {pages} pages"
             problems += [f"{user['username']} {p}" for p in dict.fromkeys(found)]

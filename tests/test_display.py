@@ -137,3 +137,43 @@ def test_a_time_reads_as_the_day_it_is_in_london(at):
     assert text.startswith(f"{local.day} {local:%B %Y}, ")
     assert day_text(at.isoformat()) == f"{local.day} {local:%B %Y}"
     assert (at + timedelta(0)).isoformat()  # the input is left as it was
+
+
+@pytest.mark.parametrize(
+    ("display_name", "greeting"),
+    [("Dr Ayo Mensah (Riverside Surgery)", "Ayo"), ("PC Dana Reed", "Dana"),
+     ("Sgt Casey Ford (IOM)", "Casey"), ("DS Robin Hale (Prevent)", "Robin"),
+     ("Internal Audit", "Internal Audit"), ("System Administrator", "System Administrator"),
+     ("Sam Patel (Northgate Academy)", "Sam"), ("Teacher", "Teacher")],
+)  # fmt: skip
+def test_people_are_greeted_by_name_not_title(display_name, greeting):
+    from referral_engine.display import greeting_name
+
+    assert greeting_name(display_name) == greeting
+
+
+def test_the_header_names_the_agency_once():
+    from referral_engine.display import header_name
+
+    assert header_name("Sam Patel (Northgate Academy)", "Northgate Academy") == (
+        "Sam Patel · Northgate Academy"
+    )
+    assert header_name("PC Dana Reed", "City Police") == "PC Dana Reed · City Police"
+    assert header_name("Internal Audit", "City Council Internal Audit") == (
+        "Internal Audit · City Council Internal Audit"
+    )
+
+
+def test_the_when_filter_keeps_the_day_with_seconds():
+    from web.showing import when
+
+    at = "2026-12-02T16:13:59+00:00"
+    assert when(at, "%-d %b %Y, %H:%M:%S") == "2 December 2026, 4:13:59pm"
+    assert when(at, "%-d %b %Y") == "2 December 2026"
+    assert when(at, "%H:%M:%S") == "4:13:59pm"
+    assert when(at) == "2 December 2026, 4:13pm"
+
+
+def test_a_meeting_kept_as_a_case_attribute_reads_as_its_date(display, workflows, policy):
+    marac = pathway_fields(workflows.get("marac"), policy.reference.field_labels)
+    assert display.value(1, "meeting_id", marac.attributes) == "MARAC meeting on 3 December 2026"

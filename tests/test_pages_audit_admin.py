@@ -14,7 +14,7 @@ from conftest import PASSWORD, csrf_of, sign_in_page
 from starlette.testclient import TestClient
 
 from referral_engine.audit.log import rows_for
-from referral_engine.errors import Forbidden
+from referral_engine.errors import Forbidden, InvalidData
 from referral_engine.runtime import Runtime
 from referral_engine.storage.models import AuditEvent, User
 
@@ -131,7 +131,7 @@ def test_a_case_reconstruction_lists_views_and_events_in_order_with_who_and_why(
     assert r.status_code == 200
     page = text(r.text)
     # who did what, in order, with the reasons they gave
-    steps = ["Opened", "Screen", "Threats made at home", "Refused", "Refer for decision",
+    steps = ["Opened", "Screen", "Threats made at home", "Access refused", "Refer for decision",
              "Cannot wait for checks", "Decide", "Significant harm likely"]  # fmt: skip
     at = [page.index(s, page.index('class="audit-timeline"')) for s in steps]
     assert at == sorted(at), list(zip(steps, at, strict=True))
@@ -520,3 +520,68 @@ def test_only_administrators_manage_users_and_every_change_is_audited(runtime, b
     verbs = ["add", "set_roles", "set_agency", "disable", "enable", "reset_password"]
     assert actions == [f"web:user:{v}" for v in verbs]
     assert runtime.verify_audit().ok
+
+
+def test_the_audit_search_takes_a_case_reference(runtime, refer, fire, browser_for):
+    made = refer()
+    auditor = browser_for("auditor")
+    by_ref = auditor.get("/audit", params={"case_id": made["reference"].lower()})
+    by_id = auditor.get("/audit", params={"case_id": str(made["case_id"])})
+    assert by_ref.status_code == 200, by_ref.text
+    assert text(by_ref.text).count("case:open") == text(by_id.text).count("case:open") == 1
+    unknown = auditor.get("/audit", params={"case_id": "RE-2026-NOSUCH"})
+    assert unknown.status_code == 422 and "No case has the reference RE-2026-NOSUCH" in unknown.text
+    bad = auditor.get("/audit", params={"case_id": "twelve"})
+    assert "or a reference, like RE-2026-XLUBMJ" in bad.text
+
+
+def test_an_auditor_sees_changes_only_and_refusals_apart_from_invalid_input(
+    runtime, refer, fire, browser_for
+):
+    case_id = refer()["case_id"]
+    with pytest.raises(InvalidData):
+        fire(case_id, "officer", "screen", {"rag": "purple"})
+    fire(case_id, "officer", "screen", {"rag": "red", "rationale": "Threats made at home"})
+    with pytest.raises(Forbidden):
+        fire(case_id, "officer", "decide", {"outcome": "early_help", "onward": [],
+             "rationale": "x", "feedback_to_referrer": "y"})  # fmt: skip
+    fire(case_id, "officer", "refer_for_decision", {"rationale": "Cannot wait for checks"})
+    fire(case_id, "manager", "decide", {
+        "outcome": "strategy_discussion", "onward": [], "rationale": "Significant harm likely",
+        "feedback_to_referrer": "A strategy discussion will be held."})  # fmt: skip
+    browser_for("officer").get(f"/cases/{case_id}")
+    auditor = browser_for("auditor")
+    everything = auditor.get(f"/audit/cases/{case_id}").text
+    # the officer's refused decision is a refusal of access; the blank reopen, invalid input
+    assert '<p class="caption">Access refused</p><p class="big">1</p>' in everything
+    assert '<p class="caption">Invalid input</p><p class="big">1</p>' in everything
+    assert "Refused attempts" not in everything
+    changes = auditor.get(f"/audit/cases/{case_id}", params={"show": "changes"}).text
+    timeline = changes[changes.index('class="audit-timeline"') :]
+    # received, opened, screened, referred for decision, decided
+    assert timeline.count('class="at-change"') == 5
+    assert 'class="at-read"' not in timeline and 'class="at-refused"' not in timeline
+    assert "Show everything" in changes
+
+
+def test_case_page_done_shows_only_fixed_sentences(refer, fire, browser_for):
+    case_id = refer()["case_id"]
+    officer = browser_for("officer")
+    done = officer.get(f"/cases/{case_id}", params={"done": "screen"}).text
+    assert "\u201cScreen and RAG-rate\u201d is recorded." in done
+    forged = officer.get(f"/cases/{case_id}", params={"done": "Call_0800_FAKE_now"}).text
+    assert "0800" not in forged and "FAKE" not in forged and "Call" not in forged
+
+
+def test_notifications_keep_their_line_breaks_without_inline_style(
+    runtime, refer, fire, browser_for
+):
+    case_id = refer()["case_id"]
+    fire(case_id, "manager", "assign", {"user": "officer"})
+    officer = browser_for("officer")
+    page = officer.get("/notifications")
+    assert page.status_code == 200 and "style=" not in page.text
+    assert 'class="notice-text"' in page.text
+    assert "style-src 'self'" in page.headers["content-security-policy"]
+    # the line breaks are kept by the site's own stylesheet, which the policy allows
+    assert ".notice-text { white-space: pre-line; }" in officer.get("/static/app.css").text

@@ -150,3 +150,84 @@ def test_codes_read_as_the_policy_words_them_and_entries_by_their_form_labels(
         '<span class="muted">Lawful basis for sharing:</span> '
         "Children Act 1989 s47 enquiry (public task)</div>" in page
     )
+
+
+def test_your_cases_heads_only_the_callers_own_and_sign_out_says_so(browser_for, refer):
+    refer()
+    officer = browser_for("officer")
+    home = officer.get("/").text
+    # nothing is assigned to the officer: no "Your cases" link to everyone's cases
+    assert "Your cases" not in home and "Nothing is assigned to you" in home
+    assert "<h1>Cases</h1>" in officer.get("/queue").text
+    assert "<h1>Your cases</h1>" in officer.get("/queue?assigned_to_me=true").text
+    out = officer.post("/logout", data={"csrf": csrf_of(home)}, follow_redirects=True)
+    assert out.url.path == "/login" and "You have signed out." in out.text
+    # the message is fixed: nothing from the address is printed
+    assert "hello" not in officer.get("/login?signed_out=hello").text
+
+
+def test_the_mash_case_page_shows_what_the_referrer_typed(refer, browser_for):
+    answers = {str(i): ("yes" if i <= 13 else "no") for i in range(1, 25)}
+    made = refer(
+        "teacher", concerns=["domestic_abuse"],
+        subject={"given_name": "Ana", "family_name": "Reis", "date_of_birth": "1996-05-14",
+                 "gender": "female", "language": "Portuguese", "interpreter_needed": True},
+        referrer_contact={"phone": "0121 496 0000", "email": "s.patel@northgate.example"},
+        victim_aware=False, victim_aware_reason="Telling her could alert him",
+        dash={"answers": answers, "police_incidents_12m": 2},
+    )  # fmt: skip
+    page = browser_for("officer").get(f"/cases/{made['case_id']}").text
+    assert "<dt>Referred by</dt><dd>Teacher, Northgate Academy (Education)</dd>" in page
+    assert ">0121 496 0000</a>" in page and ">s.patel@northgate.example</a>" in page
+    assert "<dt>Interpreter needed</dt><dd>Yes (Portuguese)</dd>" in page
+    assert "<dt>Victim knows of the referral</dt><dd>No: Telling her could alert him</dd>" in page
+    assert "<dt>DASH score</dt><dd>13 of 24, high risk at 14</dd>" in page
+    assert "<dt>Police incidents in the last 12 months</dt><dd>2</dd>" in page
+    assert "<td>2. Is the victim very frightened?</td><td>Yes</td>" in page
+    assert "<td>24. Is the abuser known to have" in page and "<td>No</td>" in page
+    assert "<dt>Date of birth</dt><dd>14 May 1996</dd>" in page
+    assert "<dt>Gender</dt><dd>Female</dd>" in page
+
+
+def test_the_queue_shows_risk_cues_ranks_unrated_high_risk_with_red_and_sorts_every_row(
+    runtime, refer, fire, staff, browser_for, clock
+):
+    from datetime import timedelta
+
+    import pytest
+
+    from referral_engine.errors import InvalidData
+
+    plain = refer()["case_id"]
+    clock.advance(timedelta(minutes=5))
+    amber = refer(summary="Amber")["case_id"]
+    clock.advance(timedelta(minutes=5))
+    fire(amber, "officer", "screen", {"rag": "amber", "rationale": "Some concern"})
+    answers = {str(i): ("yes" if i <= 15 else "no") for i in range(1, 25)}
+    risky = refer(concerns=["domestic_abuse"], dash={"answers": answers})["case_id"]
+    clock.advance(timedelta(minutes=5))
+    red = refer(summary="Red")["case_id"]
+    fire(red, "officer", "screen", {"rag": "red", "rationale": "Danger"})
+    officer = staff["officer"].actor
+    order = [i["id"] for i in runtime.cases.queue(officer)["items"]]
+    # red (due in 4 hours), then the unrated high-risk referral, then the rest
+    assert order == [red, risky, plain, amber]
+    page = browser_for("officer").get("/queue").text
+    assert '<span class="tag tag-amber" title="Domestic abuse">DA</span>' in page
+    assert '<span class="tag tag-red">DASH 15 of 24</span>' in page
+    assert "MARAC criteria met: Visible high risk" in page
+    assert "Not rated: high risk" in page
+    # once rated, the rating decides
+    fire(risky, "officer", "screen", {"rag": "green", "rationale": "Safety plan in place"})
+    assert [i["id"] for i in runtime.cases.queue(officer)["items"]][:2] == [red, plain]
+    # sorting is the query's, over every row the caller may see, not one page
+    assert runtime.cases.queue(officer, sort="-received", limit=1)["items"][0]["id"] == red
+    assert runtime.cases.queue(officer, sort="received", limit=1)["items"][0]["id"] == plain
+    fire(amber, "manager", "assign", {"user": "officer"})
+    assert runtime.cases.queue(officer, sort="assignee", limit=1)["items"][0]["id"] == amber
+    assert runtime.cases.queue(officer, sort="concern", limit=1)["items"][0]["id"] == risky
+    with pytest.raises(InvalidData):
+        runtime.cases.queue(officer, sort="name")
+    sorted_page = browser_for("manager").get("/queue?sort=assignee").text
+    assert 'aria-sort="ascending"><a href="/queue?sort=-assignee"' in sorted_page
+    assert '<td data-label="Assigned to">Officer</td>' in sorted_page

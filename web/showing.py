@@ -13,7 +13,17 @@ from typing import Any
 from jinja2 import pass_context
 from markupsafe import Markup, escape
 
-from referral_engine.display import Display, Fields, Record, Shown, day_text, tidy, when_text
+from referral_engine.display import (
+    Display,
+    Fields,
+    Record,
+    Shown,
+    day_text,
+    greeting_name,
+    header_name,
+    tidy,
+    when_text,
+)
 
 
 def html(shown: Shown) -> Markup:
@@ -69,10 +79,11 @@ def when(value: Any, fmt: str | None = None) -> str:
     if value is None or value == "":
         return ""
     fmt = fmt or ""
-    if "%d" in fmt and "%H" not in fmt:
+    has_day = "%d" in fmt or "%-d" in fmt
+    if fmt and has_day and "%H" not in fmt:
         return day_text(value)
     text = when_text(value, seconds="%S" in fmt)
-    if "%H" in fmt and "%d" not in fmt:
+    if fmt and "%H" in fmt and not has_day:
         return text.rsplit(", ", 1)[-1]
     return text
 
@@ -81,4 +92,7 @@ def day(value: Any, fmt: str | None = None) -> str:
     return day_text(value) if value else ""
 
 
-FILTERS = {"shown": shown, "said": said, "name": name, "label": label, "when": when, "day": day}
+FILTERS = {
+    "shown": shown, "said": said, "name": name, "label": label, "when": when, "day": day,
+    "greeting": greeting_name, "header_name": header_name,
+}  # fmt: skip

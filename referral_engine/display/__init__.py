@@ -5,6 +5,7 @@ users by name, meetings by date, nested records as small tables)."""
 from referral_engine.display.audit_words import opened_by, summary_rows
 from referral_engine.display.dates import clock_time, day_text, looks_like_date, when_text
 from referral_engine.display.lookups import Names
+from referral_engine.display.people_names import greeting_name, header_name
 from referral_engine.display.stored_fields import PathwayFields, pathway_fields
 from referral_engine.display.values import (
     NOT_RECORDED,
@@ -29,6 +30,8 @@ __all__ = [
     "clock_time",
     "day_text",
     "flatten",
+    "greeting_name",
+    "header_name",
     "looks_like_date",
     "opened_by",
     "pathway_fields",

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from referral_engine.display.dates import day_text
 from referral_engine.storage.db import Database
-from referral_engine.storage.models import Meeting, User
+from referral_engine.storage.models import Agency, Meeting, User
 
 
 class Names:
@@ -43,6 +43,13 @@ class Names:
                     sa.select(User.display_name).where(User.id == user_id)
                 ).scalar()
         return self._users[key]
+
+    def agency(self, agency_id: int | None) -> str | None:
+        """An agency's name (a referral keeps the agency it came from by id)."""
+        if agency_id is None:
+            return None
+        with self.db.reading() as s:
+            return s.execute(sa.select(Agency.name).where(Agency.id == agency_id)).scalar()
 
     def meeting(self, meeting_id: Any) -> str | None:
         try:

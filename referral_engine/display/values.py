@@ -114,9 +114,9 @@ class Display:
         if name == "dash" and isinstance(value, Mapping) and "score" in value:
             return self.dash(value)
         kind = spec.type if spec else None
-        if kind == "user" or (kind is None and name in ("user", "assigned_to")):
+        if kind == "user" or (not kind and name in ("user", "assigned_to")):
             return self.users(str(value)) or str(value)
-        if kind == "meeting" or (kind is None and name == "meeting_id"):
+        if kind == "meeting" or (not kind and name == "meeting_id"):
             try:
                 found = self.meetings(int(value))
             except (TypeError, ValueError):

@@ -727,7 +727,7 @@ class Engine:
                 "referral_id": opening.referral_id,
                 "parent_case_id": opening.parent_case_id,
                 "agency_id": opening.agency_id,
-                "priority": 1,
+                "priority": _priority(None, opening.attributes or {}),
                 "closed": False,
                 "attributes": dict(opening.attributes or {}),
                 "opened_at": now,
@@ -839,12 +839,21 @@ def _fold(snap: Snapshot, ops: list[Op], now: datetime, *, closing: bool) -> Sna
     )
 
 
+def _priority(rag: str | None, attributes: dict[str, Any]) -> int:
+    """The queue's first key: 0 for red, and for an unrated referral that met a high-risk
+    criterion as it arrived (DASH at the threshold, professional judgement, repeated
+    police incidents) until someone rates it; 1 otherwise."""
+    if rag == "red" or (rag is None and attributes.get("high_risk_criteria")):
+        return 0
+    return 1
+
+
 def _row_values(snap: Snapshot) -> dict[str, Any]:
     """The case row's columns that operations can change."""
     return {
         "attributes": snap.attributes,
         "rag": snap.rag,
-        "priority": 0 if snap.rag == "red" else 1,
+        "priority": _priority(snap.rag, snap.attributes),
         "due_at": _case_due(snap.deadlines),
         "assigned_to_id": snap.assigned_to_id,
         "allocated_to_id": snap.allocated_to_id,

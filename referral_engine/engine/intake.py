@@ -20,6 +20,7 @@ from sqlmodel import Session
 from referral_engine.access.rules import Actor
 from referral_engine.clock import age_on
 from referral_engine.people import matching as people
+from referral_engine.policies.dash import assess as assess_dash
 from referral_engine.policies.policy import Policy
 from referral_engine.storage.models import Referral
 
@@ -184,6 +185,8 @@ def receive(
                 "repeat": repeat_of is not None,
                 "immediate_danger": immediate_danger,
                 "concerns": referral.concerns,
+                # Kept so the queue ranks it with the red ones until it is rated.
+                "high_risk_criteria": high_risk_criteria(policy, details, agency_kind, now),
             },
             details=referral.details,
             agency_kind=agency_kind,
@@ -194,3 +197,17 @@ def receive(
     referral.case_id = case_id
     s.flush()
     return Received(referral, case_id, match)
+
+
+def high_risk_criteria(
+    policy: Policy, details: dict[str, Any] | None, agency_kind: str | None, now: datetime
+) -> list[str]:
+    """The MARAC criteria a referral's DASH meets as it arrives (a score at the threshold,
+    professional judgement with a reason, enough police incidents): a referral meeting
+    one is high risk before anyone has rated it, and the queue treats it so."""
+    dash = (details or {}).get("dash")
+    if not dash:
+        return []
+    found = assess_dash(policy.dash, dash, agency_kind=agency_kind, referred_at=now,
+                   last_marac_referral=None)  # fmt: skip
+    return list(found["criteria"])

@@ -47,6 +47,9 @@ class FieldSpec(BaseModel):
     # For a `text` field naming an item of a case attribute (a MARAC action's id): the
     # attribute, so a form offers the case's open items to choose from, never a blank box.
     pick_from: str | None = None
+    # What to tell someone who got this field wrong, as a sentence that says what to do
+    # ("Choose a RAG rating"), by what went wrong; see `message_for` for the defaults.
+    messages: dict[Literal["required", "choice", "invalid", "too_long"], str] = {}
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -138,9 +141,9 @@ class EventSchema:
         try:
             clean = self.model.model_validate(data).model_dump(mode="json")
         except ValidationError as exc:
-            raise InvalidData([field_error(e) for e in exc.errors()]) from None
+            raise InvalidData([self._worded(field_error(e), e) for e in exc.errors()]) from None
         missing = [
-            FieldError(f, f"is required when {k} is {clean.get(k)}")
+            FieldError(f, message_for(f, spec, "required"))
             for f, spec in self.fields.items()
             if spec.required_when and clean.get(f) in (None, "", [])
             for k, values in spec.required_when.items()
@@ -149,6 +152,18 @@ class EventSchema:
         if missing:
             raise InvalidData(missing)
         return {k: v for k, v in clean.items() if v is not None}
+
+    def _worded(self, error: FieldError, raw: dict[str, Any]) -> FieldError:
+        """The error as a sentence that says what to do, from the field's declaration."""
+        parts = error.field.split(".")
+        spec = self.fields.get(parts[0])
+        # A list's item: actions.0.description is the `description` of `actions`' items.
+        if spec is not None and len(parts) >= 3 and spec.items and parts[2] in spec.items:
+            spec = spec.items[parts[2]]
+        if spec is None:
+            return error
+        kind = _KINDS.get(raw.get("type", ""), "invalid")
+        return FieldError(error.field, message_for(parts[-1], spec, kind))
 
     def describe(self) -> dict[str, Any]:
         """The schema as plain data for API clients and forms. Built once (it never
@@ -192,3 +207,46 @@ def field_error(err: dict[str, Any]) -> FieldError:
     else:
         reason = err["msg"]
     return FieldError(field, reason)
+
+
+# What went wrong, by pydantic's error type.
+_KINDS = {
+    "missing": "required",
+    "string_too_short": "required",
+    "too_short": "required",
+    "literal_error": "choice",
+    "string_too_long": "too_long",
+}
+
+
+def _quoted(spec: FieldSpec, name: str) -> str:
+    return f"\u201c{spec.label or name.replace('_', ' ')}\u201d"
+
+
+def message_for(name: str, spec: FieldSpec, kind: str) -> str:
+    """The sentence for a field got wrong: the one declared in the workflow YAML
+    (`messages:` beside the field), else one built from the field's label and type."""
+    declared = spec.messages.get(kind)  # type: ignore[call-overload]
+    if declared:
+        return declared
+    label = _quoted(spec, name)
+    if kind == "too_long":
+        return f"Shorten {label} to {spec.max_length} characters or fewer"
+    if spec.type in ("choice", "choices", "user", "meeting"):
+        if kind == "required" and spec.type == "choices":
+            return f"Choose at least {max(spec.min_items, 1)} for {label}"
+        return f"Choose one of the options for {label}" if kind == "choice" else f"Choose {label}"
+    if spec.type == "bool":
+        return f"Choose Yes or No for {label}"
+    if spec.type in ("date", "datetime"):
+        return f"Enter {label} as a real date" if kind != "required" else f"Enter {label}"
+    if spec.type == "integer":
+        if kind == "required":
+            return f"Enter {label}"
+        bounds = (f" from {spec.min} to {spec.max}" if spec.min is not None and spec.max is not None
+                  else f" of {spec.min} or more" if spec.min is not None
+                  else f" of {spec.max} or less" if spec.max is not None else "")  # fmt: skip
+        return f"Enter {label} as a whole number{bounds}"
+    if spec.type == "list":
+        return f"Add at least {max(spec.min_items, 1)} to {label}"
+    return f"Fill in {label}" if kind == "required" else f"Check {label}: it is not valid"

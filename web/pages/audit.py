@@ -7,6 +7,7 @@ through the case service (audited as any read is) and its audit rows the same wa
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -68,8 +69,11 @@ def _data_items(request: Request, entry: dict[str, Any]) -> list[tuple[str, str]
 
 
 def _kind(row: dict[str, Any]) -> str:
+    """change, read, refused (access refused: not allowed, not found, not signed in) or
+    invalid (the input was not valid: a form's mistake, not an attempt on a record)."""
     if row.get("outcome") == "refused":
-        return "refused"
+        status = (row.get("summary") or {}).get("status")
+        return "invalid" if status in (409, 422) else "refused"
     verb = str(row.get("action", "")).rsplit(":", 1)[-1]
     return "read" if verb in READS else "change"
 
@@ -101,6 +105,28 @@ def _number(errors: list[FieldError], field: str, value: str, what: str) -> int 
     return int(value)
 
 
+REFERENCE = re.compile(r"RE-\d{4}-[A-Z0-9]{4,12}", re.IGNORECASE)
+
+
+def _case_number(
+    request: Request, actor: Actor, errors: list[FieldError], value: str
+) -> int | None:
+    """A case number, or a referral's reference ("RE-2026-XLUBMJ") for the case it
+    opened: auditors are asked about a referral by its reference."""
+    value = value.strip()
+    if REFERENCE.fullmatch(value):
+        found = session.runtime(request).cases.case_for_reference(actor, value)
+        if found is None:
+            errors.append(FieldError("case_id", f"No case has the reference {value.upper()}"))
+        return found
+    if value and not value.isdigit():
+        errors.append(FieldError(
+            "case_id", "Enter a case number, like 1042, or a reference, like RE-2026-XLUBMJ"
+        ))  # fmt: skip
+        return None
+    return _number(errors, "case_id", value, "case")
+
+
 def _date(errors: list[FieldError], field: str, value: str) -> date | None:
     value = value.strip()
     if not value:
@@ -125,7 +151,7 @@ def search_page(request: Request) -> HTMLResponse:
     except ValueError:
         page = 1
     errors: list[FieldError] = []
-    case_id = _number(errors, "case_id", filters["case_id"], "case")
+    case_id = _case_number(request, actor, errors, filters["case_id"])
     person_id = _number(errors, "person_id", filters["person_id"], "person")
     actor_id = None
     if filters["user"]:
@@ -243,12 +269,16 @@ def reconstruct(request: Request, case_id: int) -> HTMLResponse:
     capped = len(rows) > CASE_ROWS
     rows = rows[:CASE_ROWS]
     timeline = _timeline(request, rows, history, case["pathway"])
-    counts = {k: sum(1 for i in timeline if i["kind"] == k) for k in ("change", "read", "refused")}
+    kinds = ("change", "read", "refused", "invalid")
+    counts = {k: sum(1 for i in timeline if i["kind"] == k) for k in kinds}
+    changes_only = request.query_params.get("show") == "changes"
+    if changes_only:
+        timeline = [i for i in timeline if i["kind"] == "change"]
     return render(
         request, "audit_case.html",
         {"title": f"Reconstruction of case {case_id}", "case": case, "timeline": timeline,
          "readers": _readers(rows), "counts": counts, "capped": capped, "limit": CASE_ROWS,
-         "history": history},
+         "history": history, "changes_only": changes_only},
         actor=actor,
     )  # fmt: skip
 

@@ -19,10 +19,13 @@ router = APIRouter(include_in_schema=False)
 
 
 @router.get("/login", response_class=HTMLResponse, name="login_form")
-def login_form(request: Request, next: str = "/") -> Response:
+def login_form(request: Request, next: str = "/", signed_out: str = "") -> Response:
     if session.current_actor(request) is not None:
         return redirect(safe_next(next))
-    return login_page(request, {"next": safe_next(next), "values": {}})
+    # A fixed sentence for a fixed flag: nothing from the address is ever printed.
+    flash = "You have signed out. Close the browser if others use this computer." if (
+        signed_out == "1") else None  # fmt: skip
+    return login_page(request, {"next": safe_next(next), "values": {}, "flash": flash})
 
 
 def login_page(request: Request, context: dict, status: int = 200) -> Response:
@@ -106,6 +109,7 @@ def _logout(request: Request, form: FormData) -> Response:
     if actor is not None and token and session.csrf_ok(request, str(form.get("csrf") or "")):
         rt = session.runtime(request)
         rt.accounts.sign_out(token, actor)
+        response = redirect("/login?signed_out=1")  # the sign-in page says so
         if rt.federated.has_identity(actor.user_id):
             # Signed in at the provider: sign out there too (RP-initiated logout), which
             # sends the browser back to the sign-in page. A page that goes on by itself,

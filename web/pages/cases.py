@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import FormData
 
-from referral_engine.display import day_text, opened_by
+from referral_engine.display import Names, day_text, opened_by
 from referral_engine.errors import (
     Forbidden,
     InvalidData,
@@ -59,13 +59,41 @@ def _dash(request: Request, case: dict[str, Any]) -> dict[str, Any] | None:
     own in its attributes)."""
     ref = case.get("referral") or {}
     given = (ref.get("details") or {}).get("dash")
-    if not given or "dash" in case["attributes"]:
+    if isinstance(case["attributes"].get("dash"), dict):
+        return case["attributes"]["dash"]  # the case's own assessment (a MARAC case)
+    if not given:
         return None
     rt = session.runtime(request)
     return assess_dash(
         rt.policy.dash, given, agency_kind=ref.get("agency_kind"),
         referred_at=datetime.fromisoformat(ref["received_at"]), last_marac_referral=None,
     )  # fmt: skip
+
+
+def _done_message(rt, case: dict[str, Any], done: str) -> str | None:
+    """The sentence for `?done=<event>` after a form: only an event of the case's own
+    pathway maps to one ("“Screen and RAG-rate” is recorded."); any other text in the
+    address shows nothing, so a link cannot put words on the page."""
+    wf = rt.workflows.current.get(case["pathway"])
+    event = wf.definition.events.get(done) if wf is not None else None
+    return f"\u201c{event.label}\u201d is recorded." if event is not None else None
+
+
+def _referrer(request: Request, case: dict[str, Any]) -> dict[str, Any] | None:
+    """Who made the referral and how to reach them, for whoever works the case: "so the
+    MASH can ask you questions today" (the referrer typed their phone and email)."""
+    ref = case.get("referral")
+    if not ref:
+        return None
+    names = Names(session.runtime(request).db)
+    contact = (ref.get("details") or {}).get("referrer_contact") or {}
+    return {
+        "name": names.user_by_id(ref.get("referrer_id")),
+        "agency": names.agency(ref.get("agency_id")),
+        "agency_kind": ref.get("agency_kind"),
+        "phone": contact.get("phone"),
+        "email": contact.get("email"),
+    }
 
 
 def _page(
@@ -79,9 +107,12 @@ def _page(
     flash: str | None = None,
     flash_kind: str = "success",
     status: int = 200,
+    done: str = "",
 ) -> HTMLResponse:
     rt = session.runtime(request)
     case = rt.cases.view(actor.via("web"), case_id)
+    if done:
+        flash = _done_message(rt, case, done)
     history = rt.cases.history(actor.via("web"), case_id) if case["history_visible"] else None
     for ev in case["available_events"]:
         ev["fields"] = forms.fields_for(f"ev-{ev['event']}", ev["data"])
@@ -97,6 +128,8 @@ def _page(
         {"title": f"Case {case_id}", "case": case, "history": history,
          "open_event": open_event, "values": values or {}, "errors": errors or [],
          "choices": _choices(request, actor, case), "dash": _dash(request, case),
+         "referrer": _referrer(request, case),
+         "dash_questions": rt.policy.dash.items,
          "flash": flash, "flash_kind": flash_kind,
          "labels": wf.labels if wf else Labels(),
          "fields": fields_of(request, case["pathway"]),
@@ -110,9 +143,8 @@ def _page(
 @router.get("/cases/{case_id}", response_class=HTMLResponse)
 def case_page(request: Request, case_id: int, done: str = "") -> HTMLResponse:
     actor = signed_in(request)
-    flash = f"Done: {done.replace('_', ' ')}." if done else None
     try:
-        return _page(request, actor, case_id, flash=flash)
+        return _page(request, actor, case_id, done=done)
     except ReasonRequired as exc:
         return reason_form(request, actor, case_id, exc.detail)
 

@@ -7,6 +7,7 @@ from fastapi.responses import HTMLResponse
 
 from web import session
 from web.pages.base import render, signed_in
+from web.pages.queue import with_assignees
 
 router = APIRouter(include_in_schema=False)
 
@@ -18,6 +19,7 @@ def home(request: Request) -> HTMLResponse:
     ctx: dict = {"title": "Home"}
     if rt.access.visible_pathways(actor):
         ctx["queue"] = rt.cases.queue(actor.via("web"), limit=10)
+        with_assignees(request, ctx["queue"]["items"])
         ctx["overdue"] = rt.cases.queue(actor.via("web"), overdue=True, limit=1)["total"]
         ctx["mine"] = rt.cases.queue(actor.via("web"), assigned_to_me=True, limit=1)["total"]
     if rt.access.can(actor, "referral:own:view"):

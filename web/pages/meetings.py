@@ -231,7 +231,7 @@ def agenda(request: Request, meeting_id: int, created: int = 0) -> HTMLResponse:
              for ev in wf.definition.events.values()
              for effect, _params in ev.effects
          ), "waiting": _waiting(rt, actor, meeting["pathway"]),
-         # Link only what the caller may open: an IDVA may not view person records.
+        # Link a person's page only for those who may open it (an IDVA may not).
          "can_view_people": rt.access.can(actor, "person:person:view"),
          "flash": "Meeting set up." if created else None},
         actor=actor,

@@ -7,12 +7,39 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from referral_engine.display import Names
 from referral_engine.errors import Forbidden, InvalidData
 from web import session
 from web.pages.base import render, signed_in
 
 router = APIRouter(include_in_schema=False)
 PAGE = 25
+
+
+# The queue's sortable columns: header -> the sort key the queue query knows.
+SORTABLE = {"Received": "received", "Concern": "concern", "Assigned to": "assignee"}
+
+
+def _sort_links(base: dict[str, str], sort: str) -> dict[str, dict[str, str]]:
+    """Each sortable header's link (ascending first, then the other way) and its
+    aria-sort state; the sort runs in the queue's query, over every case, not one page."""
+    out = {}
+    for header, key in SORTABLE.items():
+        current = "ascending" if sort == key else "descending" if sort == f"-{key}" else "none"
+        target = f"-{key}" if sort == key else key
+        query = urlencode({**{k: v for k, v in base.items() if k != "sort"}, "sort": target})
+        out[header] = {"url": f"/queue?{query}", "state": current}
+    query = urlencode({k: v for k, v in base.items() if k != "sort"})
+    out["Urgency"] = {"url": f"/queue?{query}" if query else "/queue",
+                      "state": "none" if sort else "ascending"}  # fmt: skip
+    return out
+
+
+def with_assignees(request: Request, items: list[dict]) -> None:
+    """Each queue row's assignee by name (the queue keeps their id)."""
+    names = Names(session.runtime(request).db)
+    for item in items:
+        item["assignee"] = names.user_by_id(item.get("assigned_to_id"))
 
 
 def _flag(value: str | None) -> bool | None:
@@ -27,6 +54,7 @@ def queue(
     rag: str = "",
     overdue: str = "",
     assigned_to_me: str = "",
+    sort: str = "",
     page: int = 1,
 ) -> HTMLResponse:
     actor = signed_in(request)
@@ -38,15 +66,16 @@ def queue(
         rt.engine.refused(actor.via("web"), "web:case:list", exc, target="queue")
         raise exc
     filters = {"pathway": pathway, "state": state, "rag": rag, "overdue": overdue,
-               "assigned_to_me": assigned_to_me}  # fmt: skip
+               "assigned_to_me": assigned_to_me, "sort": sort}  # fmt: skip
     page = max(page, 1)
     errors: list = []
     try:
         result = rt.cases.queue(
             actor.via("web"), pathway=pathway or None, state=state or None, rag=rag or None,
             overdue=_flag(overdue), assigned_to_me=assigned_to_me == "true",
-            limit=PAGE, offset=(page - 1) * PAGE,
+            limit=PAGE, offset=(page - 1) * PAGE, sort=sort or None,
         )  # fmt: skip
+        with_assignees(request, result["items"])
     except InvalidData as exc:
         errors = exc.errors
         result = {"items": [], "total": 0, "limit": PAGE, "offset": 0}
@@ -60,10 +89,12 @@ def queue(
     last = max((result["total"] - 1) // PAGE + 1, 1)
     return render(
         request, "queue.html",
-        {"title": "Cases", "queue": result, "filters": filters, "pathways": pathways,
+        {"title": "Your cases" if assigned_to_me == "true" else "Cases", "queue": result,
+         "filters": filters, "pathways": pathways,
          "states": states, "errors": errors, "page": page, "last": last,
          "prev_url": f"/queue?{urlencode({**base, 'page': page - 1})}" if page > 1 else None,
          "next_url": f"/queue?{urlencode({**base, 'page': page + 1})}" if page < last else None,
-         "export_query": urlencode(base) if rt.access.can(actor, "report:cases:export") else None},
+         "export_query": urlencode(base) if rt.access.can(actor, "report:cases:export") else None,
+         "sort_links": _sort_links(base, sort)},
         actor=actor,
     )  # fmt: skip
