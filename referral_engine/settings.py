@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     audit_key: str | None = None
     demo: bool = False
     token_ttl_minutes: int = 30
+    # How long a one-time link to set one's own password works (new accounts, resets).
+    password_link_hours: float = 24
     # "argon2" in production; "argon2-fast" makes tests quick without changing the scheme.
     password_hasher: str = "argon2"  # noqa: S105 - a scheme name, not a secret
     workflows_dir: Path = PROJECT_ROOT / "workflows"

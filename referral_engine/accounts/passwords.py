@@ -6,6 +6,7 @@ suite signs in thousands of times and 120 ms a hash would make it crawl.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
 from passlib.context import CryptContext
@@ -28,11 +29,25 @@ def context(hasher: str) -> CryptContext:
     raise ValueError(f"unknown password hasher {hasher!r}")
 
 
+# The stored hash of an account whose password its owner has not set yet (or that was
+# reset): no password verifies against it.
+UNUSABLE = "!unset"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def has_control(text: str) -> bool:
+    """Whether `text` holds a control character (CR, LF, tab, NUL, ...)."""
+    return bool(_CONTROL.search(text))
+
+
 def hash_password(password: str, hasher: str) -> str:
     return context(hasher).hash(password)
 
 
 def verify_password(password: str, hashed: str, hasher: str) -> bool:
+    if hashed == UNUSABLE:  # as slow as a wrong password, so it reveals nothing
+        context(hasher).verify(password, dummy_hash(hasher))
+        return False
     try:
         return context(hasher).verify(password, hashed)
     except (ValueError, TypeError):

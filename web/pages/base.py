@@ -115,6 +115,8 @@ def nav(request: Request, actor: Actor | None) -> list[tuple[str, str]]:
         items.append(("Access reviews", "/review/access"))
     if can(actor, "admin:user:manage"):
         items.append(("Users", "/admin/users"))
+    if can(actor, "access:grant:approve"):
+        items.append(("Role approvals", "/admin/approvals"))
     if can(actor, "workflow:definition:view"):
         items.append(("Pathways", "/workflows"))
     return items
