@@ -726,31 +726,40 @@ class Accounts:
         """Check a password; returns (token, actor, expires_in seconds).
 
         Five failures within the window lock the username for the lock period (429 with
-        Retry-After). Every attempt, failed or not, is audited.
+        Retry-After). The attempt is counted as a failure *before* the password is hashed,
+        in the same transaction as the check (one at a time per username: SQLite's write
+        lock, a PostgreSQL advisory lock), and uncounted only if it succeeds. So however
+        many sign-ins arrive at once, at most `max_failures` wrong guesses are ever
+        checked per window. Every attempt, failed or not, is audited.
         """
         now = self.clock.now()
-        anon = self.access.actor(
-            user_id=None, username=username[:100], display_name=username[:100], roles=[],
-            source=source, request_id=request_id,
-        )  # fmt: skip
+        anon = self._anonymous(username, source, request_id)
         with self.db.transaction() as s:
+            self._one_at_a_time(s, username)
             retry = self._locked_for(s, username, now)
             if retry:
                 self.audit.record(
                     s, anon, f"{source}:auth:sign_in", outcome="refused",
                     target=f"user:{username[:100]}", summary={"reason": "locked"},
                 )  # fmt: skip
+            else:
+                attempt = LoginFailure(username=username[:100], at=now)
+                s.add(attempt)
+                s.flush()
+                attempt_id = attempt.id
             user = s.execute(sa.select(User).where(User.username == username)).scalar_one_or_none()
         if retry:
             raise Locked(f"too many failed sign-ins; try again in {retry // 60 + 1} minutes", retry)
-        good = passwords.verify_password(
+        # Too long a password is a wrong one, refused without hashing it (it could only
+        # be a guess: no password that long can be set).
+        good = len(password) <= passwords.MAX_LENGTH and passwords.verify_password(
             password,
             user.password_hash if user else passwords.dummy_hash(self.hasher),
             self.hasher,
         )
         with self.db.transaction() as s:
             if not good or user is None or user.disabled:
-                s.add(LoginFailure(username=username[:100], at=now))
+                # The attempt counted above stays, as this failure.
                 self.audit.record(
                     s, anon, f"{source}:auth:sign_in", outcome="refused",
                     target=f"user:{username[:100]}", summary={"reason": "bad credentials"},
@@ -758,6 +767,7 @@ class Accounts:
                 failed = True
             else:
                 failed = False
+                s.execute(sa.delete(LoginFailure).where(LoginFailure.id == attempt_id))
                 actor = self.actor_for_user(s, user.id, source=source, request_id=request_id)
                 token, claims = tokens.issue(
                     user.id, self.secret, now, self.token_ttl, user.session_generation
@@ -769,6 +779,16 @@ class Accounts:
         if failed:
             raise Unauthorised("the username or password is not right")
         return token, actor, int(self.token_ttl.total_seconds())
+
+    def _one_at_a_time(self, s: Session, username: str) -> None:
+        """Serialise sign-in checks for one username until this transaction ends. SQLite
+        already runs one writer at a time (BEGIN IMMEDIATE); on PostgreSQL a transaction
+        advisory lock keyed on the username does it without locking anyone else."""
+        if self.db.is_postgres:
+            s.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                {"key": f"sign_in:{username[:100]}"},
+            )
 
     def _locked_for(self, s: Session, username: str, now) -> int:
         """Seconds until `username` may try again; 0 if it is not locked."""
