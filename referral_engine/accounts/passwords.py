@@ -6,8 +6,11 @@ suite signs in thousands of times and 120 ms a hash would make it crawl.
 
 from __future__ import annotations
 
+import gzip
 import re
+import string
 from functools import lru_cache
+from importlib.resources import files
 
 from passlib.context import CryptContext
 
@@ -64,8 +67,37 @@ def dummy_hash(hasher: str) -> str:
     return hash_password("no such user, constant-time padding", hasher)
 
 
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    """The bundled list of common passwords (data/common-passwords.LICENSE says whence),
+    read once from the package: nothing is fetched at run time."""
+    raw = (files("referral_engine.accounts") / "data" / "common-passwords.txt.gz").read_bytes()
+    return frozenset(gzip.decompress(raw).decode().split())
+
+
+def is_common(password: str) -> bool:
+    """On the list as typed, without spaces, or once digits and symbols added at the end
+    are taken off ("Summer2026!" is "summer")."""
+    folded = password.casefold()
+    stem = folded.rstrip(string.digits + string.punctuation + " ")
+    candidates = {folded, folded.replace(" ", ""), stem} - {""}
+    return any(c in common_passwords() for c in candidates)
+
+
 def check_password_rules(password: str, username: str, min_length: int) -> None:
+    """The rules a password must meet, each refusal naming the field and the reason."""
+    if len(password) > MAX_LENGTH:
+        raise InvalidData(FieldError("password", f"must be at most {MAX_LENGTH} characters"))
     if len(password) < min_length:
         raise InvalidData(FieldError("password", f"must be at least {min_length} characters"))
     if username and username.casefold() in password.casefold():
         raise InvalidData(FieldError("password", "must not contain the username"))
+    if len(set(password.casefold())) < 4:
+        raise InvalidData(
+            FieldError("password", "uses too few different characters: try a phrase of words")
+        )
+    if is_common(password):
+        raise InvalidData(
+            FieldError("password", "is one of the most common passwords, which attackers "
+                       "try first: choose another")
+        )  # fmt: skip
