@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     notify_interval_seconds: float = 15.0
     # Links in emails point here.
     base_url: str = "http://127.0.0.1:8000"
+    # The reverse proxy (or proxies) that terminate TLS, as uvicorn's forwarded-allow-ips
+    # takes them ("10.0.0.5", "10.0.0.0/24,10.0.1.7"): only their X-Forwarded-Proto and
+    # X-Forwarded-For are believed. Empty: no proxy headers are read at all.
+    trusted_proxies: str = ""
+    # Session cookies marked Secure (sent over HTTPS only). None: on outside demo mode,
+    # and in demo mode whenever the request arrived over HTTPS (directly or through a
+    # trusted proxy). Set false only to run without TLS on a closed network or in tests.
+    secure_cookies: bool | None = None
 
     def effective_secret_key(self) -> str:
         return self._secret("secret_key", self.secret_key, DEMO_SECRET_KEY)
@@ -90,6 +98,12 @@ class Settings(BaseSettings):
         """Fail early (at start-up) rather than on the first request."""
         self.effective_secret_key()
         self.effective_audit_key()
+
+    def proxy_options(self) -> dict[str, object]:
+        """uvicorn's options for reading the client's scheme and address from a proxy."""
+        if not self.trusted_proxies.strip():
+            return {"proxy_headers": False}
+        return {"proxy_headers": True, "forwarded_allow_ips": self.trusted_proxies.strip()}
 
     @property
     def is_sqlite(self) -> bool:

@@ -131,6 +131,9 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
         password_hasher="argon2-fast",
         audit_seal_interval_seconds=0.2,
         demo=False,
+        # The suite's clients speak plain http to "testserver"; Secure cookies (the
+        # default outside demo mode) are tested in tests/test_browser_cache_and_cookies.py.
+        secure_cookies=False,
     )
     values.update(overrides)
     return Settings(**values)

@@ -1,7 +1,8 @@
 """The browser session: a cookie holding an access token, and CSRF tokens for forms.
 
 The cookie carries the same signed, revocable token as the API (HttpOnly, SameSite=Lax,
-Secure over HTTPS), so signing out revokes it everywhere. Every form carries a CSRF token:
+Secure outside demo mode; see `secure`), so signing out revokes it everywhere. Every
+form carries a CSRF token:
 for a signed-in user an HMAC of the session's token id, so it cannot be forged without
 the secret and dies with the session; for the sign-in form, before there is a session, a
 random value also set in a short-lived cookie (double submit).
@@ -72,7 +73,13 @@ def check_form(request: Request, form: FormData) -> None:
 
 
 def secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether cookies are marked Secure: always outside demo mode (unless a setting says
+    otherwise), and over HTTPS in demo mode. The scheme is the client's own only when
+    uvicorn was told to trust the proxy in front (REFERRAL_ENGINE_TRUSTED_PROXIES)."""
+    settings = runtime(request).settings
+    if settings.secure_cookies is not None:
+        return settings.secure_cookies or request.url.scheme == "https"
+    return not settings.demo or request.url.scheme == "https"
 
 
 def login_csrf(request: Request) -> str:
@@ -96,4 +103,8 @@ def set_session(request: Request, response: Response, token: str, max_age: int) 
 
 
 def end_session(response: Response) -> None:
+    """Forget the session cookie, and tell the browser to drop what it cached (so Back
+    does not show a case after signing out). Only "cache": the storage that keeps a
+    half-written form's draft (web/static/drafts.js) is left for the user to get back."""
     response.delete_cookie(COOKIE, path="/")
+    response.headers["Clear-Site-Data"] = '"cache"'

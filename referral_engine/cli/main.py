@@ -80,8 +80,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level="info",
-        proxy_headers=False,
         server_header=False,
+        **settings.proxy_options(),  # REFERRAL_ENGINE_TRUSTED_PROXIES
     )
     return 0
 
