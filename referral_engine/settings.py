@@ -35,7 +35,12 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     audit_key: str | None = None
     demo: bool = False
-    token_ttl_minutes: int = 30
+    # The idle timeout: a token (and a browser session) lasts this long unless renewed
+    # ("Stay signed in" on a page, warned `session_warning_minutes` before it ends) ...
+    token_ttl_minutes: float = 30
+    session_warning_minutes: float = 5
+    # ... and never beyond this long after signing in with a password (absolute lifetime).
+    session_max_hours: float = 10
     # How long a one-time link to set one's own password works (new accounts, resets).
     password_link_hours: float = 24
     # "argon2" in production; "argon2-fast" makes tests quick without changing the scheme.

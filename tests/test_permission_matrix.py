@@ -514,6 +514,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/admin/approvals"): "role",
     ("POST", "/admin/approvals/{request_id}"): "role",
     ("GET", "/account/password"): "link: tests/test_pages_audit_admin.py",
+    ("POST", "/session/renew"): "session: tests/test_sessions_keep_work.py",
     ("POST", "/account/password"): "link: tests/test_pages_audit_admin.py",
     ("GET", "/audit"): "role",
     ("GET", "/audit/cases/{case_id}"): "case",

@@ -46,6 +46,19 @@ def current_actor(request: Request) -> Actor | None:
         return None
 
 
+def seconds_left(request: Request) -> int | None:
+    """How long the signed-in session has before it ends (for the idle warning)."""
+    token = session_token(request)
+    if not token:
+        return None
+    rt = runtime(request)
+    try:
+        claims = read_token(token, rt.accounts.secret, rt.clock.now())
+    except Unauthorised:
+        return None
+    return int((claims.expires_at - rt.clock.now()).total_seconds())
+
+
 def csrf_for(request: Request) -> str:
     rt = runtime(request)
     token = session_token(request)
@@ -53,7 +66,9 @@ def csrf_for(request: Request) -> str:
         try:
             claims = read_token(token, rt.accounts.secret, rt.clock.now())
         except Unauthorised:
-            return ""
+            # An ended session's cookie is no session: the sign-in form's own token
+            # counts, or signing in again after a timeout would fail its CSRF check.
+            return request.cookies.get(LOGIN_CSRF_COOKIE, "")
         key = rt.accounts.secret.encode()
         return hmac.new(key, f"csrf:{claims.jti}".encode(), hashlib.sha256).hexdigest()
     return request.cookies.get(LOGIN_CSRF_COOKIE, "")

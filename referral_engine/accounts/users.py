@@ -107,10 +107,11 @@ class Accounts:
         hasher: str,
         token_ttl: timedelta,
         link_ttl: timedelta = timedelta(hours=24),
+        max_session: timedelta = timedelta(hours=10),
     ):
         self.db, self.access, self.policy, self.clock, self.audit = db, access, policy, clock, audit
         self.secret, self.hasher, self.token_ttl = secret, hasher, token_ttl
-        self.link_ttl = link_ttl
+        self.link_ttl, self.max_session = link_ttl, max_session
 
     # --- users ---------------------------------------------------------------------------
 
@@ -770,8 +771,9 @@ class Accounts:
                 s.execute(sa.delete(LoginFailure).where(LoginFailure.id == attempt_id))
                 actor = self.actor_for_user(s, user.id, source=source, request_id=request_id)
                 token, claims = tokens.issue(
-                    user.id, self.secret, now, self.token_ttl, user.session_generation
-                )
+                    user.id, self.secret, now, min(self.token_ttl, self.max_session),
+                    user.session_generation,
+                )  # fmt: skip
                 self.audit.record(
                     s, actor, f"{source}:auth:sign_in", target=f"user:{user.id}",
                     summary={"jti": claims.jti},
@@ -831,6 +833,29 @@ class Accounts:
         if actor is None:
             raise Unauthorised("the account no longer exists or is disabled")
         return actor
+
+    def renew(self, token: str, actor: Actor) -> tuple[str, int]:
+        """A fresh token for a live session ("Stay signed in"): another idle period, but
+        never past the absolute lifetime counted from the password sign-in. Returns the
+        token and its seconds; Unauthorised once the lifetime is used up."""
+        now = self.clock.now()
+        claims = tokens.read(token, self.secret, now)
+        started = claims.signed_in_at or now
+        ttl = min(self.token_ttl, started + self.max_session - now)
+        if ttl.total_seconds() < 60:
+            raise Unauthorised("the session has reached its longest lifetime; sign in again")
+        with self.db.transaction() as s:
+            generation = s.execute(
+                sa.select(User.session_generation).where(User.id == actor.user_id)
+            ).scalar_one()
+            new, fresh = tokens.issue(
+                actor.user_id, self.secret, now, ttl, generation, signed_in_at=started
+            )  # type: ignore[arg-type]
+            self.audit.record(
+                s, actor, f"{actor.source}:auth:renew", target=f"user:{actor.user_id}",
+                summary={"jti": fresh.jti, "was": claims.jti},
+            )  # fmt: skip
+        return new, int(ttl.total_seconds())
 
     def sign_out(self, token: str, actor: Actor) -> None:
         claims = tokens.read(token, self.secret, self.clock.now())

@@ -8,13 +8,14 @@ secret, which a forging site cannot know.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from referral_engine.access import Actor
 from referral_engine.errors import FieldError, InvalidData, NotFound
 from web import session
-from web.pages.base import render
+from web.pages.base import posted, render
 
 router = APIRouter(include_in_schema=False)
 
@@ -71,3 +72,22 @@ def _again(request: Request, token: str, errors: list) -> Response:
     except NotFound as exc:
         return _page(request, {"dead": exc.detail, "token": ""}, status=404)
     return _page(request, {"who": who, "token": token, "errors": errors}, status=422)
+
+
+# --- "Stay signed in" ------------------------------------------------------------------
+
+
+@router.post("/session/renew")
+async def renew(request: Request) -> Response:
+    """Another idle period for this session (never past its absolute lifetime): a new
+    cookie, and the new CSRF token for the forms already on the page (web/static/session.js)."""
+    return await posted(request, _renew)
+
+
+def _renew(request: Request, actor: Actor, form: FormData) -> Response:
+    rt = session.runtime(request)
+    token, ttl = rt.accounts.renew(session.session_token(request) or "", actor.via("web"))
+    request.cookies[session.COOKIE] = token  # so csrf_for below signs the new session
+    response = JSONResponse({"expires_in": ttl, "csrf": session.csrf_for(request)})
+    session.set_session(request, response, token, ttl)
+    return response
