@@ -96,6 +96,8 @@ class Runtime:
             db, access, policy, clock, audit,
             secret=settings.effective_secret_key(), hasher=settings.password_hasher,
             token_ttl=timedelta(minutes=settings.token_ttl_minutes),
+            link_ttl=timedelta(hours=settings.password_link_hours),
+            max_session=timedelta(hours=settings.session_max_hours),
         )  # fmt: skip
         renderer = Renderer(
             policy, {p: w.definition.label for p, w in workflows.current.items()},

@@ -36,7 +36,14 @@ class Settings(BaseSettings):
     secret_key: str | None = None
     audit_key: str | None = None
     demo: bool = False
-    token_ttl_minutes: int = 30
+    # The idle timeout: a token (and a browser session) lasts this long unless renewed
+    # ("Stay signed in" on a page, warned `session_warning_minutes` before it ends) ...
+    token_ttl_minutes: float = 30
+    session_warning_minutes: float = 5
+    # ... and never beyond this long after signing in with a password (absolute lifetime).
+    session_max_hours: float = 10
+    # How long a one-time link to set one's own password works (new accounts, resets).
+    password_link_hours: float = 24
     # "argon2" in production; "argon2-fast" makes tests quick without changing the scheme.
     password_hasher: str = "argon2"  # noqa: S105 - a scheme name, not a secret
     workflows_dir: Path = PROJECT_ROOT / "workflows"
@@ -86,6 +93,14 @@ class Settings(BaseSettings):
     # auditor) also needs a TOTP code. Off only in the test suite, whose fixtures sign
     # those roles in with a password alone (tests/test_second_factor.py turns it on).
     second_factor: bool = True
+    # The reverse proxy (or proxies) that terminate TLS, as uvicorn's forwarded-allow-ips
+    # takes them ("10.0.0.5", "10.0.0.0/24,10.0.1.7"): only their X-Forwarded-Proto and
+    # X-Forwarded-For are believed. Empty: no proxy headers are read at all.
+    trusted_proxies: str = ""
+    # Session cookies marked Secure (sent over HTTPS only). None: on outside demo mode,
+    # and in demo mode whenever the request arrived over HTTPS (directly or through a
+    # trusted proxy). Set false only to run without TLS on a closed network or in tests.
+    secure_cookies: bool | None = None
 
     def effective_secret_key(self) -> str:
         return self._secret("secret_key", self.secret_key, DEMO_SECRET_KEY)
@@ -147,6 +162,12 @@ class Settings(BaseSettings):
                 "REFERRAL_ENGINE_OIDC_CLIENT_SECRET is not set: the client secret registered "
                 "at the identity provider"
             )
+
+    def proxy_options(self) -> dict[str, object]:
+        """uvicorn's options for reading the client's scheme and address from a proxy."""
+        if not self.trusted_proxies.strip():
+            return {"proxy_headers": False}
+        return {"proxy_headers": True, "forwarded_allow_ips": self.trusted_proxies.strip()}
 
     @property
     def is_sqlite(self) -> bool:

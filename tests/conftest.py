@@ -135,6 +135,9 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
         # The fixtures sign admin and auditor in with a password alone; the second factor
         # is tested on its own (tests/test_second_factor.py).
         second_factor=False,
+        # The suite's clients speak plain http to "testserver"; Secure cookies (the
+        # default outside demo mode) are tested in tests/test_browser_cache_and_cookies.py.
+        secure_cookies=False,
     )
     values.update(overrides)
     return Settings(**values)
@@ -234,6 +237,41 @@ def users(runtime, client, staff) -> dict[str, Person]:
         assert r.status_code == 200, r.text
         person.client, person.token = client, r.json()["access_token"]
     return staff
+
+
+def add_approver(rt: Runtime, username: str = "approver") -> Person:
+    """An access approver (access:grant:approve): the second person for roles that read
+    case content. Not in STAFF, so the usual tests keep their users."""
+    return add_user(rt, username, ["access_approver"], "Information Governance", "local_authority")
+
+
+def password_link(rt: Runtime, username: str) -> str:
+    """The secret of the newest set-password link sent to `username` (read from the
+    outbox, as the email carrying it would be): the user's own, never the admin's."""
+    import sqlalchemy as sa
+
+    from referral_engine.storage.models import Outbox, User
+
+    with rt.db.reading() as s:
+        row = s.execute(
+            sa.select(Outbox.payload)
+            .join(User, User.id == Outbox.recipient_user_id)
+            .where(User.username == username, Outbox.kind == "password_link")
+            .order_by(Outbox.id.desc())
+        ).first()
+    assert row is not None, f"no set-password link was sent to {username}"
+    return row[0]["secret"]
+
+
+def set_password_page(client: TestClient, secret: str, password: str, confirm: str | None = None):
+    """Open the emailed link and set a password through the page, as the person would."""
+    page = client.get(f"/account/password?token={secret}")
+    assert page.status_code == 200, page.text
+    return client.post(
+        "/account/password",
+        data={"token": secret, "password": password,
+              "confirm": password if confirm is None else confirm},
+    )  # fmt: skip
 
 
 # The subject of the usual test referral.

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import PASSWORD, csrf_of, sign_in_page
+from conftest import (
+    PASSWORD,
+    add_approver,
+    csrf_of,
+    password_link,
+    set_password_page,
+    sign_in_page,
+)
 from starlette.testclient import TestClient
 
 from referral_engine.audit.log import rows_for
@@ -310,7 +317,6 @@ def new_user_form(**overrides: Any) -> dict[str, Any]:
     form: dict[str, Any] = {
         "username": "jane.doe", "display_name": "Jane Doe", "email": "jane@example.org",
         "agency": "Eastfield Primary", "agency_kind": "education", "roles": ["practitioner"],
-        "password": "a perfectly long passphrase",
     }  # fmt: skip
     form.update(overrides)
     return form
@@ -338,7 +344,13 @@ def test_admin_creates_a_user_who_can_then_sign_in(runtime, app, browser_for, st
     listing = admin.get("/admin/users").text
     assert "jane.doe" in listing and "Eastfield Primary" in listing and "Education" in listing
 
+    # The administrator set no password and never sees the link: it went to Jane's email.
+    secret = password_link(runtime, "jane.doe")
+    assert secret not in page and "password" not in re.findall(r"<form.*?</form>", page, re.S)[0]
     with TestClient(app, base_url="http://testserver") as browser:
+        assert sign_in_page(browser, "jane.doe", "a perfectly long passphrase").status_code == 401
+        done = set_password_page(browser, secret, "a perfectly long passphrase")
+        assert done.status_code == 200 and "Your password is set" in done.text
         assert sign_in_page(browser, "jane.doe", "a perfectly long passphrase").status_code == 303
         assert "Refer someone" in browser.get("/").text
     added = audit_docs(runtime, "web:user:add", outcome="allowed")
@@ -346,18 +358,18 @@ def test_admin_creates_a_user_who_can_then_sign_in(runtime, app, browser_for, st
     assert added[0]["actor"]["username"] == "admin"
 
 
-def test_a_weak_password_is_refused_beside_the_field_with_values_kept(runtime, browser_for, staff):
+def test_a_bad_new_account_is_refused_beside_the_field_with_values_kept(
+    runtime, app, browser_for, staff
+):
     admin = browser_for("admin")
-    r = create(admin, password="short", roles=["practitioner", "idva"])
+    r = create(admin, email="", roles=["practitioner", "idva"])
     assert r.status_code == 422
-    assert "There is a problem" in r.text and 'href="#password"' in r.text
-    field = r.text[r.text.index('<label for="password"') :]
-    field = field[: field.index("</div>")]
-    assert "must be at least 12 characters" in field and 'id="password-error"' in field
+    assert "There is a problem" in r.text and 'href="#email"' in r.text
+    assert "link to set a password is sent there" in r.text
+    assert 'name="password"' not in r.text  # an administrator never types one
     assert 'value="jane.doe"' in r.text and 'value="Jane Doe"' in r.text
     assert 'value="Eastfield Primary"' in r.text and 'value="education" selected' in r.text
     assert 'value="idva" checked' in r.text and 'value="practitioner" checked' in r.text
-    assert "short" not in re.findall(r'name="password"[^>]*>', r.text)[0]
     assert user_id_or_none(runtime, "jane.doe") is None
     # every field at fault at once; a new agency needs its kind
     r = create(admin, username="x", display_name="", agency="New Place", agency_kind="",
@@ -371,7 +383,35 @@ def test_a_weak_password_is_refused_beside_the_field_with_values_kept(runtime, b
     assert create(admin, username="teacher").status_code == 422
     refused = audit_docs(runtime, "web:user:add", outcome="refused")
     assert len(refused) == 4
-    assert all("short" not in json.dumps(d) for d in refused)
+
+
+def test_a_weak_password_is_refused_on_the_set_password_page(runtime, app, browser_for, staff):
+    admin = browser_for("admin")
+    assert create(admin).status_code == 303
+    secret = password_link(runtime, "jane.doe")
+    with TestClient(app, base_url="http://testserver") as browser:
+        r = set_password_page(browser, secret, "short")
+        assert r.status_code == 422 and 'href="#password"' in r.text
+        field = r.text[r.text.index('<label for="password"') :]
+        field = field[: field.index("</div>")]
+        assert "must be at least 12 characters" in field and 'id="password-error"' in field
+        assert "short" not in re.findall(r'name="password"[^>]*>', r.text)[0]
+        r = set_password_page(browser, secret, "jane.doe and more")
+        assert r.status_code == 422 and "must not contain the username" in r.text
+        r = set_password_page(browser, secret, "a perfectly long passphrase", "another one")
+        assert r.status_code == 422 and "the two passwords are not the same" in r.text
+        assert set_password_page(browser, secret, NEW_PASSWORD).status_code == 200
+        # once only
+        again = browser.get(f"/account/password?token={secret}")
+        assert again.status_code == 404 and "expired or has already been used" in again.text
+        used = browser.post(
+            "/account/password", data={"token": secret, "password": "x" * 20, "confirm": "x" * 20}
+        )
+        assert used.status_code == 404
+        assert sign_in_page(browser, "jane.doe", NEW_PASSWORD).status_code == 303
+    docs = audit_docs(runtime, "web:auth:set_password")
+    assert [d["outcome"] for d in docs] == ["allowed", "refused"]
+    assert all(NEW_PASSWORD not in json.dumps(d) and secret not in json.dumps(d) for d in docs)
 
 
 def user_id_or_none(rt: Runtime, username: str) -> int | None:
@@ -396,7 +436,12 @@ def test_disabling_a_user_ends_their_session_and_api_token_at_once(
     admin = browser_for("admin")
     uid = users["teacher"].user_id
 
+    # Disabling asks first, and nothing changes until it is confirmed.
     r = change(admin, uid, change="disable")
+    assert r.status_code == 200 and "Disable Teacher's account?" in r.text
+    assert 'name="confirm" value="yes"' in r.text
+    assert users["teacher"].get("/api/me").status_code == 200
+    r = change(admin, uid, change="disable", confirm="yes")
     assert r.status_code == 303
     assert "Account disabled" in admin.get(r.headers["location"]).text
     assert 'class="tag tag-red">Disabled' in admin.get("/admin/users").text
@@ -412,7 +457,7 @@ def test_disabling_a_user_ends_their_session_and_api_token_at_once(
         assert sign_in_page(fresh, "teacher").status_code == 303
     # an administrator may not disable their own account
     me = users["admin"].user_id
-    r = change(admin, me, change="disable")
+    r = change(admin, me, change="disable", confirm="yes")
     assert r.status_code == 422 and "you cannot disable your own account" in r.text
     disabled = audit_docs(runtime, "web:user:disable")
     assert [(d["outcome"], d["summary"].get("disabled")) for d in disabled] == [
@@ -422,20 +467,42 @@ def test_disabling_a_user_ends_their_session_and_api_token_at_once(
     assert audit_docs(runtime, "web:user:enable")[0]["summary"]["username"] == "teacher"
 
 
-def test_admin_resets_a_password(runtime, app, browser_for, staff):
+def test_admin_resets_a_password_without_ever_knowing_it(runtime, app, browser_for, staff):
+    """A reset sends the person a one-time link; the old password stops at once; the
+    administrator's page shows neither link nor password."""
     admin = browser_for("admin")
-    uid = staff["teacher"].user_id
-    r = change(admin, uid, change="reset_password", password="teacher and more")
-    assert r.status_code == 422 and "must not contain the username" in r.text
-    r = change(admin, uid, change="reset_password", password=NEW_PASSWORD)
-    assert r.status_code == 303
-    assert "Password reset" in admin.get(r.headers["location"]).text
+    # An account made on the command line has no email: no link can go anywhere.
+    r = change(admin, staff["teacher"].user_id, change="reset_password")
+    assert r.status_code == 422 and "this account has no email address" in r.text
+    assert create(admin).status_code == 303
+    uid = user_id(runtime, "jane.doe")
     with TestClient(app, base_url="http://testserver") as fresh:
-        assert sign_in_page(fresh, "teacher", PASSWORD).status_code == 401
-        assert sign_in_page(fresh, "teacher", NEW_PASSWORD).status_code == 303
+        set_password_page(fresh, password_link(runtime, "jane.doe"), PASSWORD)
+        assert sign_in_page(fresh, "jane.doe", PASSWORD).status_code == 303
+    r = change(admin, uid, change="reset_password")
+    assert r.status_code == 303
+    page = admin.get(r.headers["location"]).text
+    secret = password_link(runtime, "jane.doe")
+    assert "Password reset" in page and "sent a link" in page and secret not in page
+    with TestClient(app, base_url="http://testserver") as fresh:
+        assert sign_in_page(fresh, "jane.doe", PASSWORD).status_code == 401
+        assert set_password_page(fresh, secret, NEW_PASSWORD).status_code == 200
+        assert sign_in_page(fresh, "jane.doe", NEW_PASSWORD).status_code == 303
     rows = audit_docs(runtime, "web:user:reset_password")
     assert [d["outcome"] for d in rows] == ["refused", "allowed"]
-    assert all(NEW_PASSWORD not in json.dumps(d) for d in rows)
+    assert all(secret not in json.dumps(d) for d in rows)
+
+
+def test_a_set_password_link_expires(runtime, app, browser_for, staff, clock):
+    from datetime import timedelta
+
+    admin = browser_for("admin")
+    assert create(admin).status_code == 303
+    secret = password_link(runtime, "jane.doe")
+    clock.advance(timedelta(hours=runtime.settings.password_link_hours, seconds=1))
+    with TestClient(app, base_url="http://testserver") as fresh:
+        r = fresh.get(f"/account/password?token={secret}")
+        assert r.status_code == 404 and "Ask your administrator" in r.text
 
 
 def test_admin_edits_roles_and_agency(runtime, app, browser_for, staff):
@@ -445,6 +512,19 @@ def test_admin_edits_roles_and_agency(runtime, app, browser_for, staff):
     assert r.status_code == 303
     page = admin.get(r.headers["location"]).text
     assert "Roles saved" in page and 'value="mash_officer" checked' in page
+    # MASH officers read cases: the role waits for an access approver.
+    assert "Waiting for an access approver" in page
+    with TestClient(app, base_url="http://testserver") as fresh:
+        sign_in_page(fresh, "teacher")
+        assert 'href="/queue"' not in fresh.get("/").text
+    add_approver(runtime)
+    approver = browser_for("approver")
+    listing = approver.get("/admin/approvals")
+    assert listing.status_code == 200 and "MASH officer" in listing.text
+    request_id = re.search(r'action="/admin/approvals/(\d+)"', listing.text).group(1)
+    r = approver.post(f"/admin/approvals/{request_id}",
+                      data={"csrf": csrf_of(listing.text), "decision": "approve"})  # fmt: skip
+    assert r.status_code == 200 and "Approved" in r.text
     with TestClient(app, base_url="http://testserver") as fresh:
         sign_in_page(fresh, "teacher")
         assert 'href="/queue"' in fresh.get("/").text  # a MASH officer works the queue
@@ -464,10 +544,13 @@ def test_admin_edits_roles_and_agency(runtime, app, browser_for, staff):
 
     roles = audit_docs(runtime, "web:user:set_roles", outcome="allowed")
     assert roles[0]["summary"]["before"] == ["practitioner"]
-    assert roles[0]["summary"]["after"] == ["mash_officer", "practitioner"]
+    assert roles[0]["summary"]["after"] == ["practitioner"]
+    assert roles[0]["summary"]["pending"] == ["mash_officer"]
     moves = audit_docs(runtime, "web:user:set_agency", outcome="allowed")
     assert [m["summary"]["after"]["agency"] for m in moves] == ["Westbrook College", "City Police"]
-    forged = admin.post(f"/admin/users/{uid}", data={"csrf": "x", "change": "disable"})
+    forged = admin.post(
+        f"/admin/users/{uid}", data={"csrf": "x", "change": "disable", "confirm": "yes"}
+    )
     assert forged.status_code == 403
 
 
@@ -507,9 +590,9 @@ def test_only_administrators_manage_users_and_every_change_is_audited(runtime, b
     uid = user_id(runtime, "jane.doe")
     change(admin, uid, change="set_roles", roles=["idva"])
     change(admin, uid, change="set_agency", agency="Safer Homes")
-    change(admin, uid, change="disable")
+    change(admin, uid, change="disable", confirm="yes")
     change(admin, uid, change="enable")
-    change(admin, uid, change="reset_password", password=NEW_PASSWORD)
+    change(admin, uid, change="reset_password")
     with runtime.db.reading() as s:
         actions = [
             d["action"]

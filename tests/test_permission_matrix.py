@@ -438,6 +438,10 @@ def role_asks(w: World, who: str) -> Iterator[Ask]:
     yield Ask(who, "POST", "/admin/users", yes_no(admin, 422), form={}, page=True)
     yield Ask(who, "POST", "/admin/users/1", yes_no(admin, 422),
               form={"change": "set_roles"}, page=True)  # fmt: skip
+    approves = c("access:grant:approve")
+    yield Ask(who, "GET", "/admin/approvals", yes_no(approves), page=True)
+    yield Ask(who, "POST", "/admin/approvals/999999", yes_no(approves, 404),
+              form={"decision": "approve"}, page=True)  # fmt: skip
     yield Ask(who, "GET", "/", 200, page=True)
     works_cases = bool(w.rt.access.visible_pathways(w.actor(who)))
     yield Ask(who, "GET", "/queue", yes_no(works_cases), page=True)
@@ -523,6 +527,11 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/admin/users"): "role",
     ("GET", "/admin/users/{user_id}"): "role",
     ("POST", "/admin/users/{user_id}"): "role",
+    ("GET", "/admin/approvals"): "role",
+    ("POST", "/admin/approvals/{request_id}"): "role",
+    ("GET", "/account/password"): "link: tests/test_pages_audit_admin.py",
+    ("POST", "/session/renew"): "session: tests/test_sessions_keep_work.py",
+    ("POST", "/account/password"): "link: tests/test_pages_audit_admin.py",
     ("GET", "/audit"): "role",
     ("GET", "/audit/cases/{case_id}"): "case",
     ("GET", "/audit/verify"): "role",

@@ -26,7 +26,9 @@ SECURITY_HEADERS = [
 
 class RequestContext:
     """Gives each request an id (echoed as X-Request-ID, written into audit rows) and the
-    security headers every response carries; API responses are never cached."""
+    security headers every response carries. Nothing but the project's own static files
+    may be cached: pages and API answers hold personal data, and a cached case page would
+    come back with the browser's Back button after signing out."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -37,14 +39,15 @@ class RequestContext:
         given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
-        is_api = scope["path"].startswith("/api")
+        cacheable = scope["path"].startswith("/static/")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.extend(SECURITY_HEADERS)
-                if is_api:
+                if not cacheable:
+                    headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)

@@ -1,7 +1,8 @@
 """The browser session: a cookie holding an access token, and CSRF tokens for forms.
 
 The cookie carries the same signed, revocable token as the API (HttpOnly, SameSite=Lax,
-Secure over HTTPS), so signing out revokes it everywhere. Every form carries a CSRF token:
+Secure outside demo mode; see `secure`), so signing out revokes it everywhere. Every
+form carries a CSRF token:
 for a signed-in user an HMAC of the session's token id, so it cannot be forged without
 the secret and dies with the session; for the sign-in form, before there is a session, a
 random value also set in a short-lived cookie (double submit).
@@ -45,6 +46,19 @@ def current_actor(request: Request) -> Actor | None:
         return None
 
 
+def seconds_left(request: Request) -> int | None:
+    """How long the signed-in session has before it ends (for the idle warning)."""
+    token = session_token(request)
+    if not token:
+        return None
+    rt = runtime(request)
+    try:
+        claims = read_token(token, rt.accounts.secret, rt.clock.now())
+    except Unauthorised:
+        return None
+    return int((claims.expires_at - rt.clock.now()).total_seconds())
+
+
 def csrf_for(request: Request) -> str:
     rt = runtime(request)
     token = session_token(request)
@@ -52,7 +66,9 @@ def csrf_for(request: Request) -> str:
         try:
             claims = read_token(token, rt.accounts.secret, rt.clock.now())
         except Unauthorised:
-            return ""
+            # An ended session's cookie is no session: the sign-in form's own token
+            # counts, or signing in again after a timeout would fail its CSRF check.
+            return request.cookies.get(LOGIN_CSRF_COOKIE, "")
         key = rt.accounts.secret.encode()
         return hmac.new(key, f"csrf:{claims.jti}".encode(), hashlib.sha256).hexdigest()
     return request.cookies.get(LOGIN_CSRF_COOKIE, "")
@@ -72,7 +88,13 @@ def check_form(request: Request, form: FormData) -> None:
 
 
 def secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Whether cookies are marked Secure: always outside demo mode (unless a setting says
+    otherwise), and over HTTPS in demo mode. The scheme is the client's own only when
+    uvicorn was told to trust the proxy in front (REFERRAL_ENGINE_TRUSTED_PROXIES)."""
+    settings = runtime(request).settings
+    if settings.secure_cookies is not None:
+        return settings.secure_cookies or request.url.scheme == "https"
+    return not settings.demo or request.url.scheme == "https"
 
 
 def login_csrf(request: Request) -> str:
@@ -96,4 +118,8 @@ def set_session(request: Request, response: Response, token: str, max_age: int) 
 
 
 def end_session(response: Response) -> None:
+    """Forget the session cookie, and tell the browser to drop what it cached (so Back
+    does not show a case after signing out). Only "cache": the storage that keeps a
+    half-written form's draft (web/static/drafts.js) is left for the user to get back."""
     response.delete_cookie(COOKIE, path="/")
+    response.headers["Clear-Site-Data"] = '"cache"'

@@ -29,12 +29,21 @@ class Claims:
     jti: str
     expires_at: datetime
     generation: int = 0
+    # When the user signed in with their password: renewing a session keeps it, so the
+    # absolute session lifetime counts from here (None: a token from before this claim).
+    signed_in_at: datetime | None = None
 
 
 def issue(
-    user_id: int, secret: str, now: datetime, ttl: timedelta, generation: int = 0
+    user_id: int,
+    secret: str,
+    now: datetime,
+    ttl: timedelta,
+    generation: int = 0,
+    signed_in_at: datetime | None = None,
 ) -> tuple[str, Claims]:
-    claims = Claims(user_id, uuid.uuid4().hex, now + ttl, generation)
+    signed_in_at = signed_in_at or now
+    claims = Claims(user_id, uuid.uuid4().hex, now + ttl, generation, signed_in_at)
     token = jwt.encode(
         {
             "sub": str(user_id),
@@ -43,6 +52,7 @@ def issue(
             "exp": int(claims.expires_at.timestamp()),
             "typ": "access",
             "gen": generation,
+            "auth": int(signed_in_at.timestamp()),
         },
         secret,
         algorithm=ALGORITHM,
@@ -84,13 +94,15 @@ def read(token: str, secret: str, now: datetime) -> Claims:
         generation = payload["gen"]
         if not isinstance(generation, int) or isinstance(generation, bool):
             raise TypeError("gen")
+        auth = payload.get("auth", payload.get("iat"))
+        signed_in_at = datetime.fromtimestamp(int(auth), tz=now.tzinfo) if auth else None
     except (KeyError, TypeError, ValueError, OverflowError):
         raise Unauthorised(
             "the token's subject, expiry or session generation is missing or not valid"
         ) from None
     if expires <= now:
         raise Unauthorised("the token has expired")
-    return Claims(user_id, str(payload["jti"]), expires, generation)
+    return Claims(user_id, str(payload["jti"]), expires, generation, signed_in_at)
 
 
 # --- a step of sign-in not yet finished (the second factor) -------------------------------

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -15,6 +16,7 @@ from referral_engine.cli.context import build_runtime, cli_actor
 from referral_engine.clock import LONDON
 from referral_engine.errors import DefinitionError, DomainError
 from referral_engine.settings import ConfigurationError, get_settings
+from referral_engine.storage.private_files import refuse_existing, write_private
 
 # How far ahead of the real time `tick --now` may be without --allow-future (clock skew).
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -86,8 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_level="info",
-        proxy_headers=False,
         server_header=False,
+        **settings.proxy_options(),  # REFERRAL_ENGINE_TRUSTED_PROXIES
     )
     return 0
 
@@ -145,6 +147,8 @@ def _day(value: str, flag: str) -> date:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write an export to --output (or standard output), audited as the command line."""
+    if args.output not in (None, "-"):
+        refuse_existing(Path(args.output), field="--output")  # before any work is done
     runtime = build_runtime()
     actor = _export_actor(runtime, args.as_user)
     if args.what == "cases":
@@ -163,8 +167,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(got.content)
         sys.stdout.flush()
     else:
-        with open(args.output, "wb") as f:
-            f.write(got.content)
+        # New, 0600, no link followed (storage/private_files.py); refusals say why.
+        write_private(Path(args.output), got.content, field="--output")
         print(f"wrote {got.rows} rows to {args.output}", file=sys.stderr)
     return 0
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from referral_engine.cli.context import build_runtime, cli_actor
 from referral_engine.clock import LONDON
 from referral_engine.settings import get_settings
+from referral_engine.storage.private_files import create_private, private_dir
 
 PG_DUMP_HELP = (
     "On PostgreSQL, back up with PostgreSQL's own tools, which take a consistent snapshot "
@@ -53,15 +54,17 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if target.exists():
+    if os.path.lexists(target):  # a file, or a link (never followed)
         print(f"referral-engine: {target} exists; give a new path", file=sys.stderr)
         return 2
     if not url.database or url.database == ":memory:":
         print("referral-engine: DATABASE_URL names no database file", file=sys.stderr)
         return 2
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
+    # Made 0600 before SQLite writes into it: a backup holds everything the database does.
+    os.close(create_private(partial))
     source = sqlite3.connect(url.database, timeout=30)
     try:
         copy = sqlite3.connect(partial)

@@ -13,7 +13,9 @@
 A crash between 1 and 3 loses nothing: the lease runs out and another pass sends it.
 A crash between the server accepting a message and 3 can send it twice; the message
 keeps its Message-ID (see `mail`) so that receivers can tell. Rows whose recipient has no
-email address, or is disabled, are marked `skipped`: they stay in the in-app list.
+email address, or is disabled, are marked `skipped`: they stay in the in-app list. A row
+that cannot become a message (a line break in a stored name or address) is marked
+`failed` with the reason, and the rows behind it are still sent.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ class _Job:
     to: str | None
     to_name: str
     msg: object | None
+    # Set when the row cannot become a message at all (a CR or LF in a stored name or
+    # address, a template that fails): it is marked failed with this, and the rest go on.
+    broken: str | None = None
 
 
 class Sender:
@@ -125,10 +130,18 @@ class Sender:
                 if user is None or user.disabled or not user.email:
                     jobs.append(_Job(row.id, None, "", None))
                     continue
-                notice = self.renderer.render(s, row)
-                sender = self.settings.smtp_from
-                msg = build(notice, to=user.email, to_name=user.display_name, sender=sender,
-                            msg_id=message_id(row.id, row.dedupe_key, sender))  # fmt: skip
+                try:
+                    notice = self.renderer.render(s, row)
+                    sender = self.settings.smtp_from
+                    msg = build(notice, to=user.email, to_name=user.display_name, sender=sender,
+                                msg_id=message_id(row.id, row.dedupe_key, sender))  # fmt: skip
+                    msg.as_bytes()  # headers are checked when written: fail here, not later
+                except Exception as exc:  # any row that cannot be built, whatever the cause
+                    # Never raise inside the claim: a rollback would leave this row to
+                    # fail every later run, and nothing behind it would ever be sent.
+                    log.error("notification %s cannot be built: %s", row.id, exc)
+                    jobs.append(_Job(row.id, None, "", None, broken=_reason(exc)))
+                    continue
                 jobs.append(_Job(row.id, user.email, user.display_name, msg))
             return jobs
 
@@ -138,7 +151,9 @@ class Sender:
         outcomes: dict[int, tuple[str, str | None]] = {}
         to_send = []
         for job in jobs:
-            if job.msg is None:
+            if job.broken:
+                outcomes[job.row_id] = ("broken", f"cannot be sent: {job.broken}")
+            elif job.msg is None:
                 outcomes[job.row_id] = ("skipped", "no email address for the recipient")
             else:
                 to_send.append(job)
@@ -196,6 +211,9 @@ class Sender:
                 elif outcome == "skipped":
                     values.update(status="skipped", next_attempt_at=None)
                     r.skipped += 1
+                elif outcome == "broken":
+                    values.update(status="failed", next_attempt_at=None)
+                    r.failed += 1
                 elif outcome == "retry" and attempts[row_id] < max_attempts:
                     wait = self.settings.notify_backoff_seconds * 2 ** (attempts[row_id] - 1)
                     values.update(status="pending", next_attempt_at=now + timedelta(seconds=wait))

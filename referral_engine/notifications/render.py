@@ -43,6 +43,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "marac_listed": ("A case has been listed at MARAC", "marac_listed"),
     "marac_referral": ("A new MARAC referral is waiting for you", "marac_referral"),
     "marac_action": ("Your agency owns a new MARAC action", "marac_action"),
+    "password_link": ("Set your Referral Engine password", "password_link"),
 }
 GENERIC = ("A case needs your attention", "generic")
 
@@ -108,6 +109,12 @@ class Renderer:
                 outcome = p.get("outcome") or ""
                 labels = self.policy.reference.mash_outcomes
                 ctx["outcome"] = labels.get(outcome) or _label(outcome)
+            return ctx
+        if row.kind == "password_link":
+            # The one-time link to set one's own password (accounts/links.py); it goes to
+            # the account's own address and nowhere else.
+            ctx["link"] = f"{self.base_url}/account/password?token={p.get('secret', '')}"
+            ctx["purpose"] = p.get("purpose", "new")
             return ctx
         case = s.get(Case, row.case_id) if row.case_id else None
         ctx.update(

@@ -45,6 +45,7 @@ from referral_engine.storage.models import (
     Person,
     Referral,
 )
+from referral_engine.storage.private_files import private_dir, refuse_existing, write_private
 
 AUDIT_LIMIT = 1_000_000
 
@@ -137,7 +138,14 @@ class SubjectAccess:
 
     def export(self, actor: Actor, person_id: int, directory: Path) -> dict[str, Any]:
         """Write person-<id>.json and person-<id>.html into `directory`; returns a
-        summary (the paths and what was counted). Audited in the reading transaction."""
+        summary (the paths and what was counted). Audited in the reading transaction.
+        Both files must be new (nothing overwritten, no link followed) and are written
+        0600 in a directory made 0700 (storage/private_files.py)."""
+        json_path = directory / f"person-{person_id}.json"
+        html_path = directory / f"person-{person_id}.html"
+        private_dir(directory)
+        for path in (json_path, html_path):
+            refuse_existing(path)
         with self.db.transaction() as s:
             data = self.gather(s, person_id)
             now = self.clock.now()
@@ -154,13 +162,11 @@ class SubjectAccess:
         data["produced_at"] = now.isoformat()
         data["produced_by"] = actor.username
         data["export_audit_id"] = audit_id
-        directory.mkdir(parents=True, exist_ok=True)
-        json_path = directory / f"person-{person_id}.json"
-        html_path = directory / f"person-{person_id}.html"
-        json_path.write_text(
-            json.dumps(data, indent=2, ensure_ascii=False, default=_default), encoding="utf-8"
+        write_private(
+            json_path,
+            json.dumps(data, indent=2, ensure_ascii=False, default=_default).encode("utf-8"),
         )
-        html_path.write_text(self.render(data), encoding="utf-8")
+        write_private(html_path, self.render(data).encode("utf-8"))
         return {"json": str(json_path), "html": str(html_path), **counts}
 
     @staticmethod

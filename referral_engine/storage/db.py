@@ -21,6 +21,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as SAEngine
 from sqlmodel import Session
 
+from referral_engine.storage.private_files import ensure_sqlite_file
+
 _engines: dict[str, SAEngine] = {}
 # One writer at a time per SQLite database in this process (see `Database.transaction`).
 _writers: dict[str, threading.RLock] = {}
@@ -42,7 +44,7 @@ def make_engine(url: str) -> SAEngine:
     if url.startswith("sqlite"):
         path = sa.engine.make_url(url).database
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            ensure_sqlite_file(Path(path))  # owner-only, before SQLite makes it 0644
         engine = sa.create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8
         )

@@ -66,6 +66,38 @@ class RevokedToken(SQLModel, table=True):
     expires_at: datetime = _ts()
 
 
+class RoleRequest(SQLModel, table=True):
+    """A role that reads case content, asked for by an administrator and waiting for a
+    second person (a holder of `access:grant:approve`, never the one who asked) to approve
+    or refuse it. The user holds the role only once it is approved."""
+
+    __tablename__ = "role_request"
+    __table_args__ = (sa.Index("ix_role_request_open", "decided_at", "user_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id")
+    role: str = Field(max_length=60)
+    requested_by_id: int = Field(foreign_key="app_user.id")
+    requested_at: datetime = _ts(default_factory=utcnow)
+    decided_by_id: int | None = None
+    decided_at: datetime | None = _ts(default=None)
+    # "approved" | "refused" | "withdrawn" (superseded by another change of roles)
+    outcome: str | None = Field(default=None, max_length=20)
+
+
+class PasswordLink(SQLModel, table=True):
+    """A one-time link for a user to set their own password (a new account or a reset).
+    Only the SHA-256 of its secret is kept; it works once, until `expires_at`."""
+
+    __tablename__ = "password_link"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    secret_hash: str = Field(max_length=64, unique=True)
+    purpose: str = Field(max_length=20)  # "new" | "reset"
+    created_at: datetime = _ts(default_factory=utcnow)
+    expires_at: datetime = _ts()
+    used_at: datetime | None = _ts(default=None)
+
+
 class AccessGrant(SQLModel, table=True):
     """A record opened with a reason ("break-glass"): time-boxed, and reviewed later by a
     supervisor of that pathway."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
@@ -84,10 +84,14 @@ def sign_in(
 
 @router.post("/auth/logout", status_code=204, responses={401: RESPONSES[401]})
 def sign_out(
-    value: str = Depends(token), who: Actor = Depends(actor), rt: Runtime = Depends(runtime)
+    response: Response,
+    value: str = Depends(token),
+    who: Actor = Depends(actor),
+    rt: Runtime = Depends(runtime),
 ) -> None:
     """Revoke this token now; it is refused from then on."""
     rt.accounts.sign_out(value, who)
+    response.headers["Clear-Site-Data"] = '"cache"'  # what a browser client cached goes
 
 
 @router.get("/me", response_model=MeOut, responses={401: RESPONSES[401]})

@@ -1,5 +1,9 @@
 """Administration: users, their roles and agencies; disable, enable, reset a password.
 
+An administrator never learns a password: a new account and a reset each send the person
+a one-time link to set their own. Roles that read case content wait for an access
+approver (web/pages/approvals.py). Disabling asks to confirm first.
+
 Everything goes through `Accounts`, which checks `admin:user:manage` and audits each read
 and change as "web:user:<verb>". An administrator reads no case content: nothing here
 shows or links to a case or a person.
@@ -23,13 +27,16 @@ router = APIRouter(include_in_schema=False)
 PAGE = 50
 
 DONE = {
-    "created": "The account is ready. Give its username and password to the person: they "
-    "can sign in now.",
-    "set_roles": "Roles saved. They apply from the person's next page.",
+    "created": "The account is ready. The person has been sent a link to their work email "
+    "to set their own password. Any role that reads case content waits for an access "
+    "approver.",
+    "set_roles": "Roles saved. They apply from the person's next page; a role that reads "
+    "case content waits for an access approver first.",
     "set_agency": "Agency saved.",
     "disable": "Account disabled. The person is signed out everywhere and cannot sign in.",
     "enable": "Account enabled. The person can sign in again.",
-    "reset_password": "Password reset. Give the new password to the person.",
+    "reset_password": "Password reset. The person has been sent a link to their work email "
+    "to choose a new one; their old password no longer works.",
 }
 
 
@@ -42,7 +49,6 @@ def _options(request: Request) -> dict[str, Any]:
     return {
         "roles": [(name, r.label, r.description) for name, r in rt.policy.roles.items()],
         "agency_kinds": rt.policy.reference.agency_kinds,
-        "min_length": rt.policy.rules.sign_in.password_min_length,
     }
 
 
@@ -112,10 +118,9 @@ def _create_user(request: Request, actor: Actor, form: FormData) -> Response:
     values["roles"] = [str(r) for r in form.getlist("roles") if r]
     try:
         user = rt.accounts.create_user(
-            actor, username=values["username"], password=str(form.get("password") or ""),
-            roles=values["roles"], agency=values["agency"],
-            agency_kind=values["agency_kind"] or None,
-            display_name=values["display_name"], email=values["email"] or None,
+            actor, username=values["username"], roles=values["roles"],
+            agency=values["agency"], agency_kind=values["agency_kind"] or None,
+            display_name=values["display_name"], email=values["email"],
         )  # fmt: skip
     except InvalidData as exc:
         return _new_page(request, actor, values, exc.errors, status=422)
@@ -169,10 +174,13 @@ def _change_user(request: Request, actor: Actor, form: FormData, user_id: int) -
         elif change == "set_agency":
             values = {k: str(form.get(k) or "").strip() for k in ("agency", "agency_kind")}
             rt.accounts.set_agency(actor, user_id, values["agency"], values["agency_kind"] or None)
+        elif change == "disable" and form.get("confirm") != "yes":
+            # Disabling signs the person out everywhere: ask before doing it.
+            return _user_page(request, actor, user_id, change="confirm_disable")
         elif change in ("disable", "enable"):
             rt.accounts.set_disabled(actor, user_id, change == "disable")
         elif change == "reset_password":
-            rt.accounts.reset_password(actor, user_id, str(form.get("password") or ""))
+            rt.accounts.reset_password(actor, user_id)
         else:
             return _user_page(request, actor, user_id, flash="Choose what to change.", status=400)
     except InvalidData as exc:

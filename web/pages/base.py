@@ -69,6 +69,8 @@ def nav(request: Request, actor: Actor | None) -> list[tuple[str, str]]:
         items.append(("Access reviews", "/review/access"))
     if can(actor, "admin:user:manage"):
         items.append(("Users", "/admin/users"))
+    if can(actor, "access:grant:approve"):
+        items.append(("Role approvals", "/admin/approvals"))
     if can(actor, "workflow:definition:view"):
         items.append(("Pathways", "/workflows"))
     return items
@@ -192,6 +194,9 @@ def render(
         "display": display_for(request),
         # The unread count shown on every page (a count only: not audited as a read).
         "unread_notifications": rt.inbox.unread_count(actor) if actor else 0,
+        # The idle warning (web/static/session.js): seconds left, and when to warn.
+        "session_left": session.seconds_left(request) if actor else None,
+        "session_warn": int(rt.settings.session_warning_minutes * 60),
     }
     ctx.update(context or {})
     return TEMPLATES.TemplateResponse(request, template, ctx, status_code=status)
@@ -202,8 +207,12 @@ def redirect(url: str, status: int = 303) -> RedirectResponse:
 
 
 def login_redirect(request: Request) -> RedirectResponse:
+    """To the sign-in page and back. `expired=1` when a session cookie came with the
+    request (it ran out or was ended): the sign-in page then says why, and a form's draft
+    is waiting in the browser (web/static/drafts.js)."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return redirect(f"/login?next={quote(target)}")
+    expired = "&expired=1" if session.session_token(request) else ""
+    return redirect(f"/login?next={quote(target)}{expired}")
 
 
 def safe_next(value: str | None) -> str:
