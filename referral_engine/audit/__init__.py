@@ -5,9 +5,19 @@ from referral_engine.audit.log import (
     AuditQuery,
     Verification,
     canonical,
+    row_by_id,
     rows_for,
     search,
     verify,
 )
 
-__all__ = ["AuditLog", "AuditQuery", "Verification", "canonical", "rows_for", "search", "verify"]
+__all__ = [
+    "AuditLog",
+    "AuditQuery",
+    "Verification",
+    "canonical",
+    "row_by_id",
+    "rows_for",
+    "search",
+    "verify",
+]

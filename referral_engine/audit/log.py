@@ -862,6 +862,11 @@ def _walk(
     return v
 
 
+def row_by_id(conn: Connection | Session, audit_id: int) -> dict[str, Any] | None:
+    """One audit row as recorded (`rows_for`), by its id: the broken row verify names."""
+    return next(iter(rows_for(conn, _event.c.id == audit_id, 1)), None)
+
+
 def rows_for(
     conn: Connection | Session,
     where: sa.ColumnElement[bool],

@@ -22,7 +22,6 @@ from referral_engine import audit
 from referral_engine.access import Actor
 from referral_engine.display import flatten, opened_by, summary_rows
 from referral_engine.errors import FieldError, Forbidden, InvalidData
-from referral_engine.storage.models import AuditEvent
 from web import session
 from web.pages.base import display_for, fields_of, render, signed_in
 
@@ -322,9 +321,8 @@ def _verify(request: Request, form: FormData) -> HTMLResponse:
         # Only an auditor sees the broken row itself: an administrator may verify the chain
         # but not read the log (its rows name cases).
         if result.first_broken_audit_id and rt.access.can(actor, "audit:log:view"):
-            where = AuditEvent.id == result.first_broken_audit_id
-            found = list(audit.rows_for(s, where, 1))  # type: ignore[arg-type]
-            broken_row = _shown(request, found[0]) if found else None
+            found = audit.row_by_id(s, result.first_broken_audit_id)
+            broken_row = _shown(request, found) if found else None
     return render(
         request, "audit_verify.html",
         {"title": "Verify the audit chain", "result": result, "broken_row": broken_row,
