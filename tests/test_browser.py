@@ -261,9 +261,9 @@ def test_the_whole_journey_from_referral_to_marac_hearing_and_audit(site):
     mash_case = case_id_of(link)
     link.click()
     expect(officer.get_by_role("heading", level=1)).to_have_text(name)
-    expect(officer.locator("main")).to_contain_text(
-        "Score 14 (high risk at 14); criteria: Visible high risk"
-    )
+    expect(officer.locator("main")).to_contain_text("14 of 24, high risk at 14")
+    expect(officer.locator("main")).to_contain_text("MARAC criteria met")
+    expect(officer.locator("main")).to_contain_text("Visible high risk")
     form = event_form(officer, "Screen and RAG-rate")
     form.get_by_label("RAG rating").select_option("red")
     form.get_by_label("Rationale for the rating").fill("Strangulation last night; DASH 14.")
@@ -272,7 +272,7 @@ def test_the_whole_journey_from_referral_to_marac_hearing_and_audit(site):
     menu(officer, "Cases")
     first = officer.locator("table.queue tbody tr").first
     expect(first).to_contain_text(reference)  # red comes first
-    expect(first.locator(".tag-red")).to_have_text("RED")
+    expect(first.locator("td[data-label=RAG] .tag-red")).to_have_text("RED")
     expect(first.locator("[data-due]")).to_have_text("4h 00m left")  # red: 4 hours to decide
     site.shot(officer, "03-queue-red")
     first.get_by_role("link", name=reference).click()
@@ -318,7 +318,7 @@ def test_the_whole_journey_from_referral_to_marac_hearing_and_audit(site):
     ).click()
     expect(coordinator.get_by_role("status")).to_contain_text("“Accept for MARAC” is recorded.")
     form = event_form(coordinator, "List at a meeting")
-    form.get_by_label("Meeting").select_option(label="2026-12-02 (10 places left)")
+    form.get_by_label("Meeting").select_option(label="2 December 2026 (10 places left)")
     form.get_by_role("button", name="List at a meeting").click()
     expect(coordinator.get_by_role("status")).to_contain_text("“List at a meeting” is recorded.")
     form = event_form(coordinator, "Record the hearing")

@@ -138,8 +138,10 @@ def test_a_case_reconstruction_lists_views_and_events_in_order_with_who_and_why(
     assert r.status_code == 200
     page = text(r.text)
     # who did what, in order, with the reasons they gave
-    steps = ["Opened", "Screen", "Threats made at home", "Access refused", "Refer for decision",
-             "Cannot wait for checks", "Decide", "Significant harm likely"]  # fmt: skip
+    # each event by the workflow's label for it
+    steps = ["Opened", "Screen and RAG-rate", "Threats made at home", "Access refused",
+             "Refer straight for decision", "Cannot wait for checks", "Record the MASH decision",
+             "Significant harm likely"]  # fmt: skip
     at = [page.index(s, page.index('class="audit-timeline"')) for s in steps]
     assert at == sorted(at), list(zip(steps, at, strict=True))
     assert "Received → Screening" in page and "Decision pending → Closed" in page

@@ -215,7 +215,10 @@ def test_the_queue_shows_risk_cues_ranks_unrated_high_risk_with_red_and_sorts_ev
     page = browser_for("officer").get("/queue").text
     assert '<span class="tag tag-amber" title="Domestic abuse">DA</span>' in page
     assert '<span class="tag tag-red">DASH 15 of 24</span>' in page
-    assert "MARAC criteria met: Visible high risk" in page
+    assert (
+        '<span class="tag tag-red">MARAC criteria met</span>'
+        '<span class="criteria">Visible high risk' in page
+    )
     assert "Not rated: high risk" in page
     # once rated, the rating decides
     fire(risky, "officer", "screen", {"rag": "green", "rationale": "Safety plan in place"})

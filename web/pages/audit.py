@@ -268,6 +268,7 @@ def reconstruct(request: Request, case_id: int) -> HTMLResponse:
     capped = len(rows) > CASE_ROWS
     rows = rows[:CASE_ROWS]
     timeline = _timeline(request, rows, history, case["pathway"])
+    wf = rt.workflows.current.get(case["pathway"])
     kinds = ("change", "read", "refused", "invalid")
     counts = {k: sum(1 for i in timeline if i["kind"] == k) for k in kinds}
     changes_only = request.query_params.get("show") == "changes"
@@ -277,7 +278,9 @@ def reconstruct(request: Request, case_id: int) -> HTMLResponse:
         request, "audit_case.html",
         {"title": f"Reconstruction of case {case_id}", "case": case, "timeline": timeline,
          "readers": _readers(rows), "counts": counts, "capped": capped, "limit": CASE_ROWS,
-         "history": history, "changes_only": changes_only},
+         "history": history, "changes_only": changes_only,
+         "events": {n: e.label for n, e in wf.definition.events.items()} if wf else {},
+         "states": {n: st.label for n, st in wf.definition.states.items()} if wf else {}},
         actor=actor,
     )  # fmt: skip
 
