@@ -166,7 +166,11 @@ def test_unknown_sla_in_on_open(tmp_path, policy, mash_source):
 
 
 def test_unknown_vocabulary(tmp_path, policy, mash_source):
-    broken = edit(mash_source, "choices_from: mash_outcomes", "choices_from: mash_outcome")
+    broken = edit(
+        mash_source,
+        "type: choice, choices_from: mash_outcomes",
+        "type: choice, choices_from: mash_outcome",
+    )
     path, err = compile_broken(tmp_path, policy, broken)
     assert_names(
         err, path, line_of(broken, "choices_from: mash_outcome,"),

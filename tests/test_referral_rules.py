@@ -105,7 +105,7 @@ def test_a_blank_incident_count_is_unknown_not_zero(users):
     assert made.status_code == 201, made.text
     full = users["officer"].get(f"/api/referrals/{made.json()['id']}").json()
     assert full["details"]["dash"].get("police_incidents_12m") is None
-    bare = referral_body(concerns=["domestic_abuse"], dash={})
+    bare = {**referral_body(concerns=["domestic_abuse"]), "dash": {}}  # no answers, no reason
     r = users["teacher"].post("/api/referrals", json=bare)
     assert r.status_code == 422 and error_fields(r) == {"dash.not_completed_reason"}, r.text
 

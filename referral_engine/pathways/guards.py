@@ -27,18 +27,21 @@ class NoParams(BaseModel):
 class OutcomeFitsAge(BaseModel):
     model_config = ConfigDict(extra="forbid")
     field: str = "outcome"
+    # Further fields holding outcomes, one or a list each (a decision's further outcomes).
+    also: list[str] = []
     adult_only: list[str] = []
     child_only: list[str] = []
 
 
 def outcome_fits_age(ctx: Context, p: OutcomeFitsAge) -> Failure:
-    """The outcome (or each of a list of them) is one for the subject's age."""
-    got = ctx.data.get(p.field)
-    for value in got if isinstance(got, list) else [got]:
-        if value in p.adult_only and ctx.snapshot.is_child:
-            return p.field, f"{value} is for adults; the subject is a child"
-        if value in p.child_only and not ctx.snapshot.is_child:
-            return p.field, f"{value} is for children; the subject is an adult"
+    """Each outcome (the main one and any further ones) is one for the subject's age."""
+    for name in (p.field, *p.also):
+        got = ctx.data.get(name)
+        for value in got if isinstance(got, list) else [got]:
+            if value in p.adult_only and ctx.snapshot.is_child:
+                return name, f"{value} is for adults; the subject is a child"
+            if value in p.child_only and not ctx.snapshot.is_child:
+                return name, f"{value} is for children; the subject is an adult"
     return None
 
 
