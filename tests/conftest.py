@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+from playwright.sync_api import Browser, sync_playwright
 from starlette.testclient import TestClient
 
 from referral_engine.access.rules import Actor
@@ -493,3 +494,32 @@ class Team(dict):
         sign_in_again(person)
         self[name] = person
         return person
+
+
+# --- the browser: one Chromium for the whole session ------------------------------------
+# Here, not in a test module: a fixture imported into a second module is a second fixture,
+# and a second sync Playwright in one process fails ("Sync API inside the asyncio loop").
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); never a download
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Browser]:
+    # Like PostgreSQL in conftest: without Chromium these are skipped on a developer's
+    # machine, and an error in CI (.ci/run installs it and sets the variable).
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run does)"
+        if os.environ.get("REFERRAL_ENGINE_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -12,7 +12,6 @@ gitignored): look at them. `pytest -m "not browser"` leaves these out.
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 import socket
@@ -24,7 +23,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from conftest import PASSWORD, START, csrf_of
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 from pypdf import PdfReader
 from sqlmodel import select
 
@@ -33,32 +32,7 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "var" / "screenshots"
 AXE = ROOT / "web" / "static" / "vendor" / "axe-core" / "axe.min.js"
-CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); never a download
-CHROMIUM_ARGS = [
-    "--no-sandbox",  # CI runs as root, where Chromium's sandbox cannot start
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-
-# --- the browser and the server ---------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Browser]:
-    # Like PostgreSQL in conftest: without Chromium these are skipped on a developer's
-    # machine, and an error in CI (.ci/run installs it and sets the variable).
-    if not Path(CHROMIUM).exists():
-        message = f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run does)"
-        if os.environ.get("REFERRAL_ENGINE_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+# The one Chromium of the test session is conftest's `chromium` fixture.
 
 
 class LiveServer:

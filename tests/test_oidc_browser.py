@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from conftest import oidc_settings
 from playwright.sync_api import expect
-from test_browser import LiveServer, chromium  # noqa: F401 - the session's Chromium
+from test_browser import LiveServer
 
 from referral_engine.clock import FixedClock
 
@@ -28,7 +28,7 @@ def settings(db_url, oidc_provider):
     return oidc_settings(db_url, oidc_provider)
 
 
-def test_sign_in_and_out_through_the_provider(app, chromium, oidc_provider):  # noqa: F811
+def test_sign_in_and_out_through_the_provider(app, chromium, oidc_provider):
     with LiveServer(app) as server:
         context = chromium.new_context(base_url=server.url, locale="en-GB")
         context.set_default_timeout(10_000)

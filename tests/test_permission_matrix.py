@@ -38,7 +38,7 @@ from referral_engine.errors import DomainError
 from referral_engine.pathways.definitions import event_routes
 from referral_engine.runtime import Runtime
 from referral_engine.storage.db import dispose_all, get_engine
-from referral_engine.storage.models import Case, Referral
+from referral_engine.storage.models import Case, Deadline, Referral
 
 FAR_AHEAD = 10**6  # an expected_version no case has: an allowed change answers 409
 PEOPLE: dict[str, tuple[list[str], str, str]] = {
@@ -146,7 +146,8 @@ def world(request, tmp_path_factory) -> Iterator[World]:
             home = client.get("/", headers={"Cookie": f"re_session={tokens[name]}"})
             csrf[name] = re.search(r'name="csrf" value="([^"]+)"', home.text).group(1)
         w = World(rt, client, tokens, csrf)
-        day = START.date() + timedelta(days=7)
+        # Today's meetings: a hearing is recorded on or after its meeting's date.
+        day = START.date()
         w.meetings = {
             "marac": rt.meetings.create(w.actor("coordinator"), "marac", day, 100)["id"],
             "channel": rt.meetings.create(w.actor("chair"), "channel", day, 100)["id"],
@@ -222,11 +223,30 @@ def candidates(w: World, pathway: str, event: str) -> list[dict[str, Any]]:
 
 
 def fire(w: World, case_id: int, event: str, data: dict[str, Any]) -> str | None:
-    """Fire as SYSTEM; the new state, or None if refused (a guard, bad data)."""
+    """Fire as SYSTEM; the new state, or None if refused (a guard, bad data). An event
+    that may not happen before a deadline of the case (a Channel review, a gang-exit
+    follow-up) is tried again just after the case's next deadline, then the clock is put
+    back (the world's tokens were issued at START)."""
+    try:
+        return w.rt.engine.fire(case_id, event, SYSTEM, data, w.case(case_id).version).to_state
+    except DomainError:
+        pass
+    with w.rt.db.reading() as s:
+        due = s.execute(
+            sa.select(sa.func.min(Deadline.due_at)).where(
+                Deadline.case_id == case_id, Deadline.status == "open"
+            )
+        ).scalar()
+    if due is None:
+        return None
+    clock, saved = w.rt.clock, w.rt.clock.at
+    clock.at = max(saved, due + timedelta(minutes=1))
     try:
         return w.rt.engine.fire(case_id, event, SYSTEM, data, w.case(case_id).version).to_state
     except DomainError:
         return None
+    finally:
+        clock.at = saved
 
 
 def walk(w: World, pathway: str) -> None:

@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 from conftest import PASSWORD, make_settings
 from playwright.sync_api import expect
-from test_browser import chromium, site  # noqa: F401  (fixtures)
+from test_browser import site  # noqa: F401  (a fixture)
 
 from referral_engine.errors import Unauthorised
 
