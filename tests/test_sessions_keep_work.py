@@ -92,3 +92,29 @@ def test_no_renewal_outlives_the_absolute_lifetime(runtime, staff, clock):
     clock.advance(timedelta(seconds=31))
     with pytest.raises(Unauthorised):
         runtime.accounts.actor_from_token(token, source="web", request_id=None)
+
+
+def test_a_case_event_form_keeps_its_draft_across_a_sign_in(site, clock, refer):  # noqa: F811
+    """The long case forms too: typed, session ended, signed in again, back at the form."""
+    case_id = refer()["case_id"]
+    officer = site.sign_in("officer")
+    officer.goto(f"/cases/{case_id}")
+    officer.locator("details.event-form > summary", has_text="Screen and RAG-rate").click()
+    form = officer.locator("details.event-form[open] form")
+    form.get_by_label("RAG rating").select_option("amber")
+    rationale = "Seen twice this week hungry; school worried.\nNo answer at home."
+    form.get_by_label("Rationale for the rating").fill(rationale)
+    clock.advance(timedelta(minutes=11))
+    form.get_by_role("button", name="Screen and RAG-rate").click()
+    expect(officer.locator("#session-ended")).to_be_visible()
+    officer.get_by_label("Username").fill("officer")
+    officer.get_by_label("Password").fill(PASSWORD)
+    officer.get_by_role("button", name="Sign in").click()
+    form = officer.locator("details.event-form[open] form")
+    expect(form.get_by_label("Rationale for the rating")).to_have_value(rationale)
+    expect(form.get_by_label("RAG rating")).to_have_value("amber")
+    # Sent this time: the confirmation page clears the draft from the tab's storage.
+    form.get_by_role("button", name="Screen and RAG-rate").click()
+    expect(officer.get_by_role("status").first).to_contain_text("Done: screen")
+    key = f"draft:case-{case_id}-screen"
+    assert officer.evaluate(f"window.sessionStorage.getItem('{key}')") is None

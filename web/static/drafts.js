@@ -63,6 +63,8 @@
     if (saved) {
       try {
         restore(form, JSON.parse(saved));
+        var details = form.closest("details");
+        if (details) details.open = true;  // a case's event form: show what came back
         var note = document.createElement("div");
         note.className = "notice";
         note.id = "draft-restored";
