@@ -947,3 +947,93 @@ def test_no_one_prints_a_case_they_may_not_see(site, runtime, staff, refer, fire
     answer = teacher.goto(f"/cases/{ids['mash']}/print")
     assert answer.status == 404
     assert "Jo Bloggs" not in teacher.content()
+
+
+# --- sessions that lose no work (issue 19; the rest in tests/test_sessions_keep_work.py) --
+
+
+def short_sessions(runtime) -> None:
+    """A 10-minute idle timeout, warned 5 minutes before (settings in production)."""
+    from datetime import timedelta
+
+    runtime.accounts.token_ttl = timedelta(minutes=10)
+    runtime.settings.session_warning_minutes = 5
+
+
+TYPED = {
+    "Given name": "Zoë",
+    "Family name": "O'Neill",
+    "Other names": "Zo",
+    "What has happened, and why are you worried?": "Says dad hits mum.\nShe has a bruise.",
+    "Email address": "z.teacher@northgate.example",
+}
+
+
+def test_an_expired_session_on_the_referral_form_loses_nothing(site, clock, runtime):
+    short_sessions(runtime)
+    teacher = site.sign_in("teacher")
+    teacher.goto("/referrals/new")
+    for label, value in TYPED.items():
+        teacher.get_by_label(label).fill(value)
+    teacher.get_by_role("checkbox", name="Neglect", exact=True).check()
+    teacher.get_by_role("checkbox", name="Domestic abuse").check()
+
+    clock.advance(__import__("datetime").timedelta(minutes=11))  # idle timeout passes
+    teacher.get_by_role("button", name="Send referral").click()
+    expect(teacher.locator("#session-ended")).to_contain_text("Your session ended")
+    teacher.get_by_label("Username").fill("teacher")
+    teacher.get_by_label("Password").fill(PASSWORD)
+    teacher.get_by_role("button", name="Sign in").click()
+
+    expect(teacher).to_have_url(f"{site.url}/referrals/new")
+    expect(teacher.locator("#draft-restored")).to_be_visible()
+    for label, value in TYPED.items():
+        expect(teacher.get_by_label(label)).to_have_value(value)
+    expect(teacher.get_by_role("checkbox", name="Neglect", exact=True)).to_be_checked()
+    expect(teacher.get_by_role("checkbox", name="Domestic abuse")).to_be_checked()
+    site.shot(teacher, "restored")
+
+
+def test_stay_signed_in_renews_the_session_before_it_ends(site, clock, runtime):
+    short_sessions(runtime)
+    teacher = site.sign_in("teacher")
+    warning = teacher.locator("#session-warning")
+    expect(warning).to_be_hidden()
+    clock.advance(__import__("datetime").timedelta(minutes=6))  # 4 minutes left: inside the warning
+    teacher.goto("/referrals/new")
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text("You will be signed out in 4 minutes")
+    teacher.get_by_label("Given name").fill("Kept")
+    teacher.get_by_role("button", name="Stay signed in").click()
+    expect(teacher.locator("body")).to_have_attribute("data-session-renewed", "1")
+    expect(warning).to_be_hidden()
+    clock.advance(__import__("datetime").timedelta(minutes=6))  # past the old token
+    teacher.goto("/referrals")
+    expect(teacher.get_by_role("button", name="Sign out")).to_be_visible()
+
+
+def test_a_case_event_form_keeps_its_draft_across_a_sign_in(site, clock, refer, runtime):
+    short_sessions(runtime)
+    """The long case forms too: typed, session ended, signed in again, back at the form."""
+    case_id = refer()["case_id"]
+    officer = site.sign_in("officer")
+    officer.goto(f"/cases/{case_id}")
+    officer.locator("details.event-form > summary", has_text="Screen and RAG-rate").click()
+    form = officer.locator("details.event-form[open] form")
+    form.get_by_label("RAG rating").select_option("amber")
+    rationale = "Seen twice this week hungry; school worried.\nNo answer at home."
+    form.get_by_label("Rationale for the rating").fill(rationale)
+    clock.advance(__import__("datetime").timedelta(minutes=11))
+    form.get_by_role("button", name="Screen and RAG-rate").click()
+    expect(officer.locator("#session-ended")).to_be_visible()
+    officer.get_by_label("Username").fill("officer")
+    officer.get_by_label("Password").fill(PASSWORD)
+    officer.get_by_role("button", name="Sign in").click()
+    form = officer.locator("details.event-form[open] form")
+    expect(form.get_by_label("Rationale for the rating")).to_have_value(rationale)
+    expect(form.get_by_label("RAG rating")).to_have_value("amber")
+    # Sent this time: the confirmation page clears the draft from the tab's storage.
+    form.get_by_role("button", name="Screen and RAG-rate").click()
+    expect(officer.get_by_role("status").first).to_contain_text("Done: screen")
+    key = f"draft:case-{case_id}-screen"
+    assert officer.evaluate(f"window.sessionStorage.getItem('{key}')") is None

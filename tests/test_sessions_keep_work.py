@@ -13,8 +13,6 @@ from datetime import timedelta
 
 import pytest
 from conftest import PASSWORD, make_settings
-from playwright.sync_api import expect
-from test_browser import site  # noqa: F401  (a fixture)
 
 from referral_engine.errors import Unauthorised
 
@@ -24,56 +22,6 @@ def settings(db_url):
     return make_settings(
         db_url, token_ttl_minutes=10, session_warning_minutes=5, session_max_hours=0.5
     )
-
-
-TYPED = {
-    "Given name": "Zoë",
-    "Family name": "O'Neill",
-    "Other names": "Zo",
-    "What has happened, and why are you worried?": "Says dad hits mum.\nShe has a bruise.",
-    "Email address": "z.teacher@northgate.example",
-}
-
-
-def test_an_expired_session_on_the_referral_form_loses_nothing(site, clock):  # noqa: F811
-    teacher = site.sign_in("teacher")
-    teacher.goto("/referrals/new")
-    for label, value in TYPED.items():
-        teacher.get_by_label(label).fill(value)
-    teacher.get_by_role("checkbox", name="Neglect", exact=True).check()
-    teacher.get_by_role("checkbox", name="Domestic abuse").check()
-
-    clock.advance(timedelta(minutes=11))  # the idle timeout passes on the server
-    teacher.get_by_role("button", name="Send referral").click()
-    expect(teacher.locator("#session-ended")).to_contain_text("Your session ended")
-    teacher.get_by_label("Username").fill("teacher")
-    teacher.get_by_label("Password").fill(PASSWORD)
-    teacher.get_by_role("button", name="Sign in").click()
-
-    expect(teacher).to_have_url(f"{site.url}/referrals/new")
-    expect(teacher.locator("#draft-restored")).to_be_visible()
-    for label, value in TYPED.items():
-        expect(teacher.get_by_label(label)).to_have_value(value)
-    expect(teacher.get_by_role("checkbox", name="Neglect", exact=True)).to_be_checked()
-    expect(teacher.get_by_role("checkbox", name="Domestic abuse")).to_be_checked()
-    site.shot(teacher, "restored")
-
-
-def test_stay_signed_in_renews_the_session_before_it_ends(site, clock):  # noqa: F811
-    teacher = site.sign_in("teacher")
-    warning = teacher.locator("#session-warning")
-    expect(warning).to_be_hidden()
-    clock.advance(timedelta(minutes=6))  # 4 minutes left: inside the warning
-    teacher.goto("/referrals/new")
-    expect(warning).to_be_visible()
-    expect(warning).to_contain_text("You will be signed out in 4 minutes")
-    teacher.get_by_label("Given name").fill("Kept")
-    teacher.get_by_role("button", name="Stay signed in").click()
-    expect(teacher.locator("body")).to_have_attribute("data-session-renewed", "1")
-    expect(warning).to_be_hidden()
-    clock.advance(timedelta(minutes=6))  # past the first token's end, inside the new one
-    teacher.goto("/referrals")
-    expect(teacher.get_by_role("button", name="Sign out")).to_be_visible()
 
 
 def test_no_renewal_outlives_the_absolute_lifetime(runtime, staff, clock):

@@ -63,6 +63,12 @@
     if (saved) {
       try {
         restore(form, JSON.parse(saved));
+        var details = form.closest("details");
+        // A case's event form, when the address points at it (signing in again after a
+        // timeout comes back to /cases/N#event-<event>): show what came back.
+        if (details && details.id && window.location.hash === "#" + details.id) {
+          details.open = true;
+        }
         var note = document.createElement("div");
         note.className = "notice";
         note.id = "draft-restored";
