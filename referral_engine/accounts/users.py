@@ -775,6 +775,10 @@ class Accounts:
             self.hasher,
         )
         if good and user is not None and not user.disabled and second_factor is not None:
+            # The password was right: its attempt is no failure, whatever the second
+            # factor says next (a wrong code is counted there, as a failure of its own).
+            with self.db.transaction() as s:
+                s.execute(sa.delete(LoginFailure).where(LoginFailure.id == attempt_id))
             second_factor(user)
         with self.db.transaction() as s:
             if not good or user is None or user.disabled:
