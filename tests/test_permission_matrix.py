@@ -225,25 +225,27 @@ def candidates(w: World, pathway: str, event: str) -> list[dict[str, Any]]:
 def fire(w: World, case_id: int, event: str, data: dict[str, Any]) -> str | None:
     """Fire as SYSTEM; the new state, or None if refused (a guard, bad data). An event
     that may not happen before a deadline of the case (a Channel review, a gang-exit
-    follow-up) is tried again just after the case's next deadline, then the clock is put
+    follow-up) is tried again just after the case's deadlines, one by one, then the clock is put
     back (the world's tokens were issued at START)."""
     try:
         return w.rt.engine.fire(case_id, event, SYSTEM, data, w.case(case_id).version).to_state
     except DomainError:
         pass
     with w.rt.db.reading() as s:
-        due = s.execute(
-            sa.select(sa.func.min(Deadline.due_at)).where(
-                Deadline.case_id == case_id, Deadline.status == "open"
-            )
-        ).scalar()
-    if due is None:
-        return None
+        dues = s.execute(
+            sa.select(Deadline.due_at)
+            .where(Deadline.case_id == case_id, Deadline.status == "open")
+            .order_by(Deadline.due_at)
+        ).scalars().all()  # fmt: skip
     clock, saved = w.rt.clock, w.rt.clock.at
-    clock.at = max(saved, due + timedelta(minutes=1))
     try:
-        return w.rt.engine.fire(case_id, event, SYSTEM, data, w.case(case_id).version).to_state
-    except DomainError:
+        for due in dues:
+            clock.at = max(saved, due + timedelta(minutes=1))
+            try:
+                version = w.case(case_id).version
+                return w.rt.engine.fire(case_id, event, SYSTEM, data, version).to_state
+            except DomainError:
+                continue
         return None
     finally:
         clock.at = saved
