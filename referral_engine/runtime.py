@@ -82,6 +82,13 @@ class Runtime:
         clock = clock or Clock()
         policy = load_policy(settings.policies_dir)
         workflows = Workflows(settings.workflows_dir, policy)
+        # Every definition is loaded and checked before any database is touched: a bad
+        # file stops start-up naming its line, and leaves no database file behind.
+        retention_policy = load_retention(settings.policies_dir, workflows)
+        measures = load_measures(
+            settings.policies_dir, workflows, {"mash", *policy.reference.onward_pathways}
+        )
+        identity = load_identity(settings.policies_dir, policy)
         db = Database(settings.database_url)
         access = Access(policy, workflows.pathways)
         audit = AuditLog(
@@ -105,9 +112,7 @@ class Runtime:
         )  # fmt: skip
         reports = Reports(
             db, access, policy, audit, engine.operations,
-            load_measures(
-                settings.policies_dir, workflows, {"mash", *policy.reference.onward_pathways}
-            ),
+            measures,
         )  # fmt: skip
         provider = None
         if settings.oidc_enabled:
@@ -120,7 +125,6 @@ class Runtime:
                     timeout=settings.oidc_timeout_seconds,
                 )
             )
-        identity = load_identity(settings.policies_dir, policy)
         federated = FederatedSignIn(db, access, audit, clock, accounts, identity, provider)
         second_factors = SecondFactors(
             db, access, audit, clock, accounts, identity.second_factor_roles,
@@ -154,7 +158,7 @@ class Runtime:
                 db,
                 workflows,
                 policy,
-                load_retention(settings.policies_dir, workflows),
+                retention_policy,
                 clock,
                 audit,
             ),

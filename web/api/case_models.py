@@ -65,13 +65,17 @@ class CaseDeadline(Open):
 
 class LinkedCase(Open):
     """A parent or onward case. One the caller may not see has `visible: false` and no
-    id or state: only that it exists."""
+    id, pathway or state: only that it exists. If policy lets the caller open it with a
+    reason, `open_with_reason` is true and `link` is its number for
+    `POST /api/cases/{id}/links/{link}/access`."""
 
     relation: Literal["parent", "onward"]
-    pathway: str
     visible: bool
+    pathway: str | None = None
     id: int | None = None
     state: str | None = None
+    link: int | None = None
+    open_with_reason: bool | None = None
 
 
 class AvailableEvent(Open):

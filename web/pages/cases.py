@@ -111,8 +111,12 @@ def _page(
 ) -> HTMLResponse:
     rt = session.runtime(request)
     case = rt.cases.view(actor.via("web"), case_id)
+    # The draft to clear after a form went through: only for an event of this pathway
+    # (never text from the address, which the page must not repeat).
+    done_event = None
     if done:
         flash = _done_message(rt, case, done)
+        done_event = done if flash else None
     history = rt.cases.history(actor.via("web"), case_id) if case["history_visible"] else None
     for ev in case["available_events"]:
         ev["fields"] = forms.fields_for(f"ev-{ev['event']}", ev["data"])
@@ -130,7 +134,7 @@ def _page(
          "choices": _choices(request, actor, case), "dash": _dash(request, case),
          "referrer": _referrer(request, case),
          "dash_questions": rt.policy.dash.items,
-         "flash": flash, "flash_kind": flash_kind,
+         "flash": flash, "flash_kind": flash_kind, "done_event": done_event,
          "labels": wf.labels if wf else Labels(),
          "fields": fields_of(request, case["pathway"]),
          "can_audit": rt.access.can(actor, "audit:log:view"),
