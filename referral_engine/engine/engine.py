@@ -197,6 +197,8 @@ class Engine:
         self.policy, self.clock, self.audit, self.outbox = policy, clock, audit, outbox
         # The one audited-operation wrapper, shared with every service (runtime.py).
         self.operations = Operations(db, audit)
+        # Audits a refused attempt, for callers outside a service (the pages, the CLI).
+        self.refused = self.operations.refused
         self._known_events: frozenset[str] | None = None  # every pathway's events
 
     # --- definitions ---------------------------------------------------------------------
@@ -270,23 +272,6 @@ class Engine:
     ) -> Fired:
         """`fire` inside a transaction the caller owns (the scheduler's claim)."""
         return self._fire(as_connection(s), case_id, event, actor, data or {}, expected_version)
-
-    def refused(
-        self,
-        actor: Actor,
-        action: str,
-        exc: DomainError,
-        *,
-        case_id: int | None = None,
-        person_id: int | None = None,
-        target: str | None = None,
-        summary: dict[str, Any] | None = None,
-    ) -> None:
-        """Audit a refused attempt (`Operations.refused`), for callers outside a service."""
-        self.operations.refused(
-            actor, action, exc, case_id=case_id, person_id=person_id, target=target,
-            summary=summary,
-        )  # fmt: skip
 
     def _fire(
         self,
