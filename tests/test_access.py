@@ -529,3 +529,14 @@ def test_a_merge_is_a_recorded_change_of_each_case_it_moves(runtime, staff, refe
         assert s.get(Case, channel_id).version == channel_version
     assert runtime.cases.history(staff["auditor"].actor, mash_id)[-1]["event"] == "person_unmerged"
     assert runtime.verify_audit().ok
+
+
+def test_a_case_opens_with_exactly_the_attributes_the_measures_may_name(runtime, refer):
+    """reports/measures.py checks a KPI's attribute names against OPENING_ATTRIBUTES: a
+    new attribute set at opening must be named there too (MASH opens with no effect that
+    sets attributes, so what a MASH case starts with is the opening's own)."""
+    from referral_engine.engine.intake import OPENING_ATTRIBUTES
+
+    case_id = refer("teacher")["case_id"]
+    with runtime.db.reading() as s:
+        assert set(s.get(Case, case_id).attributes) == OPENING_ATTRIBUTES

@@ -22,6 +22,7 @@ from sqlmodel import Session
 from referral_engine.access.rules import Access, Actor
 from referral_engine.audit.log import AuditLog
 from referral_engine.audit.operation import Operations
+from referral_engine.casework.cases import linked_cases
 from referral_engine.clock import Clock
 from referral_engine.errors import (
     Conflict,
@@ -91,13 +92,7 @@ class BreakGlass:
             here = s.get(Case, case_id)
             if here is None or not self.access.can_see(replace(actor, glass=frozenset()), here):
                 raise NotFound(f"case {case_id} not found")
-            links = list(
-                s.execute(
-                    sa.select(Case)
-                    .where(sa.or_(Case.parent_case_id == here.id, Case.id == here.parent_case_id))
-                    .order_by(Case.id)
-                ).scalars()
-            )
+            links = linked_cases(s, here)
             if not 0 <= link < len(links) or not self.access.may_break_glass(actor, links[link]):
                 raise NotFound(f"link {link} of case {case_id} not found")
             return self._grant(s, actor, links[link], reason, action)

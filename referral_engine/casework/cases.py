@@ -91,6 +91,14 @@ MAX_PAGE = 200
 COUNT_CAP = 1_000
 
 
+def linked_cases(s: Session | Connection, case: Any) -> list[Any]:
+    """The parent and onward cases of `case`, by id: the order a link's number counts in
+    (`Cases._links` shows them, `BreakGlass.open_linked` opens one by its number)."""
+    return _READ_LINKS.rows(
+        as_connection(s), {"case_id": case.id, "parent_id": case.parent_case_id or -1}
+    )
+
+
 def read_case(s: Session | Connection, case_id: int) -> Any | None:
     """A case row as stored, read-only, with the attribute names of `Case`: for reads that
     only look (the ORM's load cost more than the rest of a case page)."""
@@ -238,9 +246,8 @@ class Cases:
         """Parent and onward cases. One the caller may not see says only that it exists:
         no id, no pathway, no state (DESIGN.md: never named). A case policy lets the caller
         open with a reason is offered by the link's number on this case, still unnamed."""
-        rows = _READ_LINKS.rows(conn, {"case_id": case.id, "parent_id": case.parent_case_id or -1})
         out: list[dict[str, Any]] = []
-        for n, link in enumerate(rows):
+        for n, link in enumerate(linked_cases(conn, case)):
             relation = "parent" if link.id == case.parent_case_id else "onward"
             if self.access.can_see(actor, link):
                 out.append({"relation": relation, "id": link.id, "pathway": link.pathway,

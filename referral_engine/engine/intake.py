@@ -26,6 +26,10 @@ from referral_engine.storage.models import Referral
 
 REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: read over the phone
 
+# The attributes every case opens with, besides what its workflow's effects set. KPIs may
+# name them: reports/measures.py checks a measure's attribute names against these.
+OPENING_ATTRIBUTES = frozenset({"repeat", "immediate_danger", "concerns", "high_risk_criteria"})
+
 
 @dataclass(frozen=True)
 class Opening:
@@ -181,7 +185,7 @@ def receive(
             referrer_id=referrer_id,
             agency_id=agency_id,
             parent_case_id=parent_case_id,
-            attributes={
+            attributes={  # each name in OPENING_ATTRIBUTES
                 "repeat": repeat_of is not None,
                 "immediate_danger": immediate_danger,
                 "concerns": referral.concerns,

@@ -291,6 +291,11 @@ class AssessDashParams(Params):
     pass
 
 
+# Case attributes an effect writes under names of its own, not named in its parameters
+# (reports/measures.py checks the attributes a KPI names against these too).
+ATTRIBUTES_WRITTEN = {"assess_dash": ("dash", "criteria")}
+
+
 def assess_dash(ctx: Context, p: AssessDashParams) -> list[Op]:
     """Score the referral's DASH answers and work out which MARAC criteria hold."""
     snap = ctx.snapshot

@@ -27,16 +27,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from referral_engine.engine.intake import OPENING_ATTRIBUTES
 from referral_engine.errors import DefinitionError
 from referral_engine.pathways.definitions import Workflows
+from referral_engine.pathways.effects import ATTRIBUTES_WRITTEN
 from referral_engine.policies.yamlfile import Loc, line_for, parse_model
-
-# Attributes a case carries that no workflow effect names: set when the case opens from
-# its referral (engine/intake.py), and by effects that write fixed names.
-OPENING_ATTRIBUTES = frozenset({"repeat", "immediate_danger", "concerns"})
-EFFECT_ATTRIBUTES = {"assess_dash": ("dash", "criteria"), "set_rag": ("rag",)}
 
 
 class Strict(BaseModel):
@@ -44,14 +41,7 @@ class Strict(BaseModel):
 
 
 class Not(Strict):
-    not_: str
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _not(cls, v: Any) -> Any:
-        return {"not_": v["not"]} if isinstance(v, dict) and "not" in v else v
+    not_: str = Field(alias="not")
 
 
 class Condition(Strict):
@@ -187,7 +177,7 @@ class _Names:
                 self.attributes |= set(params.get("values") or {}) | set(params.get("fixed") or {})
                 if params.get("attribute"):
                     self.attributes.add(params["attribute"])
-                self.attributes |= set(EFFECT_ATTRIBUTES.get(name, ()))
+                self.attributes |= set(ATTRIBUTES_WRITTEN.get(name, ()))
 
     def fail(self, loc: Loc, reason: str) -> DefinitionError:
         return DefinitionError(
