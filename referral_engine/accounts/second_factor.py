@@ -176,12 +176,7 @@ class SecondFactors:
                     summary={"method": method},
                 )  # fmt: skip
                 return method
-        with self.db.transaction() as s:
-            s.add(LoginFailure(username=actor.username[:100], at=now))
-            self.audit.record(
-                s, actor, f"{source}:auth:second_factor", outcome="refused",
-                target=f"user:{user_id}", summary={"reason": "wrong code"},
-            )  # fmt: skip
+        self._wrong_code(actor, f"{source}:auth:second_factor", user_id, now)
         raise Unauthorised("the code is not right (or was already used)")
 
     def _use_recovery_code(self, s: Session, user_id: int, code: str, now: datetime) -> bool:
@@ -291,13 +286,17 @@ class SecondFactors:
                     summary={"recovery_codes": len(codes)},
                 )  # fmt: skip
                 return codes
+        self._wrong_code(actor, f"{source}:auth:second_factor_enrol", user_id, now)
+        raise Unauthorised("the code is not right: check the key was typed in exactly")
+
+    def _wrong_code(self, actor: Actor, action: str, user_id: int, now: datetime) -> None:
+        """A wrong code counts towards the lockout as a failed sign-in, and is audited."""
         with self.db.transaction() as s:
             s.add(LoginFailure(username=actor.username[:100], at=now))
             self.audit.record(
-                s, actor, f"{source}:auth:second_factor_enrol", outcome="refused",
-                target=f"user:{user_id}", summary={"reason": "wrong code"},
+                s, actor, action, outcome="refused", target=f"user:{user_id}",
+                summary={"reason": "wrong code"},
             )  # fmt: skip
-        raise Unauthorised("the code is not right: check the key was typed in exactly")
 
     def _recovery_hash(self, code: str) -> str:
         return hmac.new(self._secret, b"recovery:" + normalise(code).encode(), "sha256").hexdigest()

@@ -71,16 +71,17 @@ def code_form(request: Request, next: str = "/") -> Response:
     return _page(request, "login_code.html", {"next": safe_next(next)})
 
 
+async def _code_posted(request: Request, handler) -> Response:
+    """A code form's fields read on the loop; `handler` (which checks the code, a
+    database read and write) runs in the thread pool."""
+    form = await request.form()
+    fields = (str(form.get(k) or "") for k in ("code", "csrf"))
+    return await run_in_threadpool(handler, request, *fields, str(form.get("next") or "/"))
+
+
 @router.post("/login/code", response_class=HTMLResponse)
 async def code(request: Request) -> Response:
-    form = await request.form()
-    return await run_in_threadpool(
-        _code,
-        request,
-        str(form.get("code") or ""),
-        str(form.get("csrf") or ""),
-        str(form.get("next") or "/"),
-    )
+    return await _code_posted(request, _code)
 
 
 def _code(request: Request, code: str, csrf: str, next_url: str) -> Response:
@@ -145,14 +146,7 @@ def _enrol_page(request: Request, next_url: str, error: str | None = None, statu
 
 @router.post("/login/enrol", response_class=HTMLResponse)
 async def enrol(request: Request) -> Response:
-    form = await request.form()
-    return await run_in_threadpool(
-        _enrol,
-        request,
-        str(form.get("code") or ""),
-        str(form.get("csrf") or ""),
-        str(form.get("next") or "/"),
-    )
+    return await _code_posted(request, _enrol)
 
 
 def _enrol(request: Request, code: str, csrf: str, next_url: str) -> Response:
