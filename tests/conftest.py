@@ -523,3 +523,14 @@ def chromium() -> Iterator[Browser]:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture
+def mailbox():
+    """A real SMTP server on loopback (tests/smtpbox.py) for a test's mail to reach."""
+    from smtpbox import Mailbox
+
+    box = Mailbox()
+    box.start()
+    yield box
+    box.stop()

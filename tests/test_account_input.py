@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from conftest import make_settings, password_link, set_password_page
 from hypothesis import given
 from hypothesis import strategies as st
-from smtpbox import Mailbox
 
 from referral_engine.accounts import passwords
 from referral_engine.errors import InvalidData
@@ -117,14 +116,6 @@ def test_control_characters_are_refused_in_names_agencies_and_emails(runtime, st
             staff["admin"].actor, staff["teacher"].user_id, "A\r\nB", "education"
         )
     assert [e.field for e in exc.value.errors] == ["agency"]
-
-
-@pytest.fixture
-def mailbox():
-    box = Mailbox()
-    box.start()
-    yield box
-    box.stop()
 
 
 @pytest.fixture

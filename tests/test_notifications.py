@@ -29,14 +29,6 @@ FEEDBACK = "Thank you: early help will contact the family."
 
 
 @pytest.fixture
-def mailbox():
-    box = Mailbox()
-    box.start()
-    yield box
-    box.stop()
-
-
-@pytest.fixture
 def settings(db_url, mailbox):
     return make_settings(
         db_url, smtp_host="127.0.0.1", smtp_port=mailbox.port, smtp_starttls=False,
