@@ -502,7 +502,7 @@ def test_a_reviewer_who_finds_an_opening_unjustified_ends_it(runtime, users):
     assert reviews[-1]["summary"]["justified"] is False and reviews[-1]["summary"]["ended"]
 
 
-def test_a_merge_is_a_recorded_change_of_each_case_it_moves(runtime, staff, refer):
+def test_a_merge_is_a_recorded_change_of_each_case_it_moves(runtime, staff, refer, browser_for):
     """Each case a merge moves gets a new version, a history entry with the person before
     and after, and an audit row naming it; the undo is recorded the same way. A Channel
     case of the same record is neither moved nor named."""
@@ -528,6 +528,9 @@ def test_a_merge_is_a_recorded_change_of_each_case_it_moves(runtime, staff, refe
         assert s.get(Case, channel_id).person_id == source
         assert s.get(Case, channel_id).version == channel_version
     assert runtime.cases.history(staff["auditor"].actor, mash_id)[-1]["event"] == "person_unmerged"
+    # The case page names the changes in words.
+    page = browser_for("auditor").get(f"/cases/{mash_id}").text
+    assert "Person record merged" in page and "Person record merge undone" in page
     assert runtime.verify_audit().ok
 
 

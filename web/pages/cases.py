@@ -20,6 +20,7 @@ from referral_engine.errors import (
 )
 from referral_engine.pathways import Labels
 from referral_engine.policies import assess_dash
+from referral_engine.store import CHANGES
 from web import forms, session
 from web.pages.access import reason_form
 from web.pages.base import fields_of, posted, redirect, render, signed_in
@@ -135,7 +136,7 @@ def _page(
          "referrer": _referrer(request, case),
          "dash_questions": rt.policy.dash.items,
          "flash": flash, "flash_kind": flash_kind, "done_event": done_event,
-         "labels": wf.labels if wf else Labels(),
+         "labels": wf.labels if wf else Labels(), "changes": CHANGES,
          "fields": fields_of(request, case["pathway"]),
          "can_audit": rt.access.can(actor, "audit:log:view"),
          "lawful_bases": rt.policy.reference.lawful_bases,

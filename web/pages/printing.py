@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from referral_engine.errors import ReasonRequired
 from referral_engine.pathways import Labels
+from referral_engine.store import CHANGES
 from web import session
 from web.pages.access import reason_form
 from web.pages.base import render, signed_in
@@ -43,7 +44,7 @@ def case_summary(request: Request, case_id: int) -> HTMLResponse:
     return render(
         request, "case_print.html",
         {"title": f"Case summary {case_id}", "case": case, "history": history,
-         "attributes": attributes, "labels": wf.labels if wf else Labels(),
+         "attributes": attributes, "labels": wf.labels if wf else Labels(), "changes": CHANGES,
          "printed_at": rt.clock.now()},
         actor=actor,
     )  # fmt: skip
